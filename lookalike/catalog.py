@@ -1,0 +1,335 @@
+"""The SQLite catalog: files, their contents (by hash), vectors, and a schema version.
+
+The catalog is the store of record. Vectors live here too, in the same transactions as the
+files they belong to, so a crash can never leave a file marked done without its vector. Search
+indexes (``lookalike.index``) are caches rebuilt from it when they fall behind.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+# Migration N brings a catalog from version N-1 to version N. Never edit a released migration;
+# append a new one and bump SCHEMA_VERSION.
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE contents (
+        id         INTEGER PRIMARY KEY,
+        sha256     TEXT NOT NULL UNIQUE,
+        width      INTEGER NOT NULL,
+        height     INTEGER NOT NULL,
+        format     TEXT,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE files (
+        id         INTEGER PRIMARY KEY,
+        path       TEXT NOT NULL UNIQUE,
+        size       INTEGER NOT NULL,
+        mtime_ns   INTEGER NOT NULL,
+        content_id INTEGER REFERENCES contents(id),
+        error      TEXT,
+        added_at   REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        CHECK ((content_id IS NULL) <> (error IS NULL))
+    );
+    CREATE INDEX files_content ON files(content_id);
+    CREATE TABLE vectors (
+        content_id INTEGER NOT NULL REFERENCES contents(id) ON DELETE CASCADE,
+        feature    TEXT NOT NULL,
+        vector     BLOB NOT NULL,
+        PRIMARY KEY (content_id, feature)
+    );
+    """,
+}
+
+
+class CatalogError(Exception):
+    """The catalog cannot be opened or used (too new, corrupt, wrong model)."""
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """One file as the catalog knows it."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_id: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A file attached to a content id, with the content's dimensions."""
+
+    file_id: int
+    path: str
+    content_id: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class NewContent:
+    """A freshly embedded image: its hash, original size and vector."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    vector: np.ndarray
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Catalog:
+    """Typed access to the catalog database at ``path``."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise CatalogError(f"no catalog at {self.path}")
+        try:
+            self.conn = _connect(self.path)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+
+    # -- schema -------------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
+            raise CatalogError(
+                f"catalog {self.path} has schema version {current}, newer than this lookalike "
+                f"understands ({SCHEMA_VERSION}); upgrade lookalike"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {version}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        """A write transaction: ``with catalog.transaction(): ...`` commits or rolls back."""
+        return _Transaction(self.conn)
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every transaction that changes the searchable vectors."""
+        return int(self.get_meta("generation", "0") or 0)
+
+    def bump_generation(self) -> int:
+        new = self.generation + 1
+        self.set_meta("generation", str(new))
+        return new
+
+    # -- files --------------------------------------------------------------------------------
+
+    def files_by_path(self) -> dict[str, FileRow]:
+        """Every file row, keyed by path."""
+        rows = self.conn.execute(
+            "SELECT id, path, size, mtime_ns, content_id, error FROM files"
+        ).fetchall()
+        return {r[1]: FileRow(*r) for r in rows}
+
+    def files_under(self, path: str) -> list[FileRow]:
+        """File rows whose path is ``path`` or lies inside the folder ``path``."""
+        prefix = path.rstrip("/") + "/"
+        rows = self.conn.execute(
+            "SELECT id, path, size, mtime_ns, content_id, error FROM files "
+            "WHERE path = ? OR substr(path, 1, ?) = ?",
+            (path, len(prefix), prefix),
+        ).fetchall()
+        return [FileRow(*r) for r in rows]
+
+    def content_ids_by_hash(self) -> dict[str, int]:
+        """Content id of every known hash (every content has its vectors)."""
+        rows = self.conn.execute("SELECT sha256, id FROM contents").fetchall()
+        return dict(rows)
+
+    def upsert_file(
+        self,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        *,
+        content_id: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record ``path`` as pointing at ``content_id``, or as failed with ``error``."""
+        now = time.time()
+        self.conn.execute(
+            "INSERT INTO files(path, size, mtime_ns, content_id, error, added_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+            "content_id = excluded.content_id, error = excluded.error, "
+            "updated_at = excluded.updated_at",
+            (path, size, mtime_ns, content_id, error, now, now),
+        )
+
+    def insert_content(self, content: NewContent, feature: str) -> int:
+        """Store a new content and its vector; returns the content id."""
+        cur = self.conn.execute(
+            "INSERT INTO contents(sha256, width, height, format, created_at) VALUES (?,?,?,?,?)",
+            (content.sha256, content.width, content.height, content.format, time.time()),
+        )
+        content_id = int(cur.lastrowid)
+        vector = np.ascontiguousarray(content.vector, dtype=np.float32)
+        self.conn.execute(
+            "INSERT INTO vectors(content_id, feature, vector) VALUES (?, ?, ?)",
+            (content_id, feature, vector.tobytes()),
+        )
+        return content_id
+
+    def delete_files(self, file_ids: Iterable[int]) -> int:
+        """Forget files; contents no file points at any more are dropped with their vectors."""
+        ids = list(file_ids)
+        for chunk in _chunks(ids, 500):
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", chunk)
+        self.delete_orphan_contents()
+        return len(ids)
+
+    def delete_orphan_contents(self) -> int:
+        """Drop contents (and their vectors) that no file points at; returns how many."""
+        cur = self.conn.execute(
+            "DELETE FROM contents WHERE id NOT IN "
+            "(SELECT content_id FROM files WHERE content_id IS NOT NULL)"
+        )
+        return cur.rowcount
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def vectors(self, feature: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors of ``feature`` as ``(ids int64 [N], vectors float32 [N, dim])``."""
+        rows = self.conn.execute(
+            "SELECT content_id, vector FROM vectors WHERE feature = ? ORDER BY content_id",
+            (feature,),
+        ).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        if not rows:
+            return ids, np.zeros((0, dim), dtype=np.float32)
+        data = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        return ids, data.reshape(len(rows), dim)
+
+    def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[Hit]]:
+        """Files attached to each content id, in path order."""
+        out: dict[int, list[Hit]] = {}
+        for chunk in _chunks(list(content_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT f.id, f.path, c.id, c.width, c.height FROM files f "
+                f"JOIN contents c ON c.id = f.content_id WHERE c.id IN ({marks}) "
+                "ORDER BY f.path",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                out.setdefault(row[2], []).append(Hit(*row))
+        return out
+
+    def count_images(self) -> int:
+        return int(
+            self.conn.execute("SELECT count(*) FROM files WHERE content_id IS NOT NULL").fetchone()[0]
+        )
+
+    def count_contents(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM contents").fetchone()[0])
+
+    def errors(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file that failed."""
+        return self.conn.execute(
+            "SELECT path, error FROM files WHERE error IS NOT NULL ORDER BY path"
+        ).fetchall()
+
+    def count_errors(self) -> int:
+        return int(
+            self.conn.execute("SELECT count(*) FROM files WHERE error IS NOT NULL").fetchone()[0]
+        )
+
+    def check_consistency(self) -> list[str]:
+        """Problems found in the catalog (empty when it is consistent)."""
+        problems = []
+        dup = self.conn.execute(
+            "SELECT count(*) FROM (SELECT path FROM files GROUP BY path HAVING count(*) > 1)"
+        ).fetchone()[0]
+        if dup:
+            problems.append(f"{dup} duplicated paths")
+        missing = self.conn.execute(
+            "SELECT count(*) FROM contents c LEFT JOIN vectors v ON v.content_id = c.id "
+            "WHERE v.content_id IS NULL"
+        ).fetchone()[0]
+        if missing:
+            problems.append(f"{missing} contents without a vector")
+        dangling = self.conn.execute(
+            "SELECT count(*) FROM files f LEFT JOIN contents c ON c.id = f.content_id "
+            "WHERE f.content_id IS NOT NULL AND c.id IS NULL"
+        ).fetchone()[0]
+        if dangling:
+            problems.append(f"{dangling} files pointing at missing contents")
+        integrity = self.conn.execute("PRAGMA integrity_check").fetchone()[0]
+        if integrity != "ok":
+            problems.append(f"sqlite integrity check: {integrity}")
+        return problems
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

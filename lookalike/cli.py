@@ -1,0 +1,249 @@
+"""The `lookalike` command: parse arguments, call the library, print (human or --json)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lookalike.catalog import CatalogError
+from lookalike.images import ImageError
+from lookalike.lock import LockedError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommandError(Exception):
+    """A failure to report as one line on standard error, exit status 1."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of 1 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--db",
+        metavar="PATH",
+        help="index folder (default: $LOOKALIKE_DB or the XDG data folder)",
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar or chatter")
+
+    parser = argparse.ArgumentParser(
+        prog="lookalike",
+        description="Search by image: index folders of images, then find the same and the most "
+        "similar ones for any query image. Offline, on a CPU.",
+    )
+    from lookalike import __version__
+
+    parser.add_argument("--version", action="version", version=f"lookalike {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "index", parents=[common], help="add image files and folders (only new or changed ones)"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("--prune", action="store_true", help="forget files that disappeared")
+    p.add_argument("--workers", type=_positive_int, help="decode processes (default: cores)")
+    p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    p.add_argument(
+        "--max-pixels", type=_positive_int, help="refuse images larger than this many pixels"
+    )
+
+    p = commands.add_parser("search", parents=[common], help="find images similar to a query")
+    p.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("-k", type=_positive_int, default=10, help="results per query (default 10)")
+    p.add_argument(
+        "-f", "--files", action="store_true", help="print matching paths only, one per line"
+    )
+    p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
+
+    p = commands.add_parser("info", parents=[common], help="what the index holds")
+    p.add_argument("--errors", action="store_true", help="list the files that failed")
+
+    p = commands.add_parser(
+        "remove", parents=[common], help="forget files or whole folders (files stay on disk)"
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = commands.add_parser(
+        "demo", parents=[common], help="index built-in sample photos and search them"
+    )
+    p.add_argument(
+        "--dir", default="demo-data", help="folder for the demo photos and index (./demo-data)"
+    )
+    return parser
+
+
+def _open(args: argparse.Namespace, create: bool, threads: int | None = None):
+    import lookalike
+
+    return lookalike.open(args.db, create=create, threads=threads)
+
+
+def _emit(args: argparse.Namespace, payload: object, text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, ensure_ascii=False))
+    elif text:
+        print(text)
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and not args.json and sys.stderr.isatty()
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    with _open(args, create=True, threads=args.threads) as col:
+        try:
+            report = col.add(
+                args.paths,
+                prune=args.prune,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                max_pixels=args.max_pixels,
+                progress=_progress(args),
+            )
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+        info = col.info()
+    payload = report.as_dict() | {"images": info["images"], "index": info["path"]}
+    lines = [
+        f"indexed {report.embedded} new, linked {report.linked} moved or copied, "
+        f"{report.unchanged} unchanged, {report.failed} failed, {report.pruned} pruned "
+        f"in {report.seconds:.1f}s; {info['images']} images in {info['path']}"
+    ]
+    for path, error in report.errors[:20]:
+        lines.append(f"  failed: {path}: {error}")
+    if len(report.errors) > 20:
+        lines.append(f"  ... and {len(report.errors) - 20} more (lookalike info --errors)")
+    if not args.quiet or args.json:
+        _emit(args, payload, "\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    with _open(args, create=False, threads=args.threads) as col:
+        for query in args.queries:
+            try:
+                matches = col.search(query, k=args.k)
+            except ImageError as exc:
+                status = EXIT_ERROR
+                print(f"lookalike: cannot read query {query}: {exc.reason}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps({"query": query, "error": exc.reason, "results": []}))
+                continue
+            if args.json:
+                results = [
+                    {
+                        "path": m.path,
+                        "score": round(m.score, 6),
+                        "id": m.id,
+                        "width": m.width,
+                        "height": m.height,
+                    }
+                    for m in matches
+                ]
+                print(json.dumps({"query": query, "results": results}, ensure_ascii=False))
+            elif args.files:
+                for m in matches:
+                    print(m.path)
+            else:
+                print(_table(query, matches))
+    return status
+
+
+def _table(query: str, matches: list) -> str:
+    lines = [f"{query}:"]
+    if not matches:
+        return lines[0] + " (the index is empty)"
+    lines.append(f"  {'rank':>4}  {'score':>6}  {'size':>11}  path")
+    for rank, m in enumerate(matches, 1):
+        size = f"{m.width}x{m.height}"
+        lines.append(f"  {rank:>4}  {m.score:6.4f}  {size:>11}  {m.path}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args, create=False) as col:
+        info = col.info()
+        errors = col.errors() if args.errors else []
+    if args.json:
+        if args.errors:
+            info["error_list"] = [{"path": p, "error": e} for p, e in errors]
+        print(json.dumps(info, ensure_ascii=False))
+        return EXIT_OK
+    lines = [
+        f"index:         {info['path']}",
+        f"images:        {info['images']} ({info['unique_images']} unique)",
+        f"errors:        {info['errors']}",
+        f"model:         {info['model']}",
+        f"vector index:  {_size(info['index_bytes'])}",
+        f"catalog:       {_size(info['catalog_bytes'])}",
+    ]
+    lines += [f"  {p}: {e}" for p, e in errors]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    with _open(args, create=False) as col:
+        removed = col.remove(args.paths)
+    _emit(args, {"removed": removed}, "" if args.quiet else f"forgot {removed} files")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lookalike.demo import run_demo
+
+    return run_demo(Path(args.dir), as_json=args.json, progress=_progress(args))
+
+
+COMMANDS = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "info": cmd_info,
+    "remove": cmd_remove,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lookalike`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CommandError, CatalogError, LockedError) as exc:
+        print(f"lookalike: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lookalike: interrupted; committed work is kept, run again to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The public face of lookalike: open a collection, add images, search, remove.
+
+Example::
+
+    import lookalike
+    col = lookalike.open("~/my-index")      # create or open
+    col.add(["~/Pictures"])                 # index a folder (incremental)
+    for m in col.search("photo.jpg", k=5):  # best first
+        print(m.score, m.path)
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lookalike.catalog import Catalog, CatalogError
+from lookalike.images import ImageError, load_image
+from lookalike.index import FlatIndex
+from lookalike.lock import WriterLock
+from lookalike.pipeline import IndexReport, run_index
+
+CATALOG_NAME = "catalog.sqlite"
+FEATURE = "deep"
+DIM = 1280
+INPUT_SIZE = 224
+MODEL_NAME = "efficientnet-lite0 (ImageNet), average-pooled 1280-d"
+
+QueryImage = str | os.PathLike | bytes | Image.Image
+
+
+@dataclass(frozen=True)
+class Match:
+    """One search result: a file and its cosine similarity to the query (higher is closer)."""
+
+    path: str
+    score: float
+    id: int
+    width: int
+    height: int
+    content_id: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_location() -> Path:
+    """The index folder used when none is given: ``$LOOKALIKE_DB`` or the XDG data folder."""
+    env = os.environ.get("LOOKALIKE_DB")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("lookalike"))
+
+
+def open(  # noqa: A001 - the public verb, as in lookalike.open()
+    path: str | os.PathLike | None = None, *, create: bool = True, threads: int | None = None
+) -> Collection:
+    """Open the collection stored in the folder ``path`` (created if missing and ``create``).
+
+    Args:
+        path: index folder; default :func:`default_location`.
+        create: create an empty collection when none exists; otherwise raise CatalogError.
+        threads: inference threads (default: one per core).
+
+    Example:
+        >>> col = lookalike.open("/tmp/my-index")
+    """
+    return Collection(Path(path).expanduser() if path else default_location(), create, threads)
+
+
+class Collection:
+    """A folder holding the catalog and the vector index of a set of images."""
+
+    def __init__(self, folder: Path, create: bool = True, threads: int | None = None) -> None:
+        self.folder = Path(folder).absolute()
+        catalog_path = self.folder / CATALOG_NAME
+        if not catalog_path.exists():
+            if not create:
+                raise CatalogError(
+                    f"no index at {self.folder}; create one with `lookalike index FOLDER`"
+                )
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(catalog_path)
+        self.threads = threads
+        self._feature = None
+        self._index: FlatIndex | None = None
+        self._index_generation = -1
+        stored = self.catalog.get_meta("feature")
+        if stored is not None and stored != FEATURE:
+            raise CatalogError(f"index {self.folder} was built with feature {stored!r}")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def feature(self):  # -> DeepFeature, loaded on first use (building the model takes a while)
+        if self._feature is None:
+            from lookalike.features.deep import load_deep_feature
+
+            self._feature = load_deep_feature(threads=self.threads)
+        return self._feature
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        prune: bool = False,
+        workers: int | None = None,
+        batch_size: int = 32,
+        max_pixels: int | None = None,
+        progress: bool = False,
+    ) -> IndexReport:
+        """Index image files and folders; only new or changed files are embedded.
+
+        Args:
+            paths: files and folders (searched recursively).
+            prune: forget files under ``paths`` that no longer exist.
+            workers: decode processes (default: one per core).
+            batch_size: images per inference batch and per committed transaction.
+            max_pixels: decompression-bomb limit (default ``lookalike.images.DEFAULT_MAX_PIXELS``).
+            progress: show a progress bar on standard error.
+
+        Returns:
+            An :class:`IndexReport` with counts and the failed files.
+
+        Example:
+            >>> col.add(["~/Pictures"], prune=True).embedded
+        """
+        from lookalike.features.efficientnet import preprocess
+
+        roots = [Path(p).expanduser().absolute() for p in paths]
+        for root in roots:
+            if not os.path.lexists(root):
+                raise FileNotFoundError(f"no such file or folder: {root}")
+        with WriterLock(self.folder):
+            self._record_model()
+            report = run_index(
+                self.catalog,
+                roots,
+                load_encoder=lambda: self.feature,
+                feature=FEATURE,
+                preprocess=preprocess,
+                min_side=2 * INPUT_SIZE,
+                workers=workers,
+                batch_size=batch_size,
+                max_pixels=max_pixels,
+                prune=prune,
+                progress=progress,
+            )
+            self._save_index()
+        return report
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Forget files, or every file inside folders; returns how many were forgotten.
+
+        The files themselves are not touched. Paths need not exist any more.
+        """
+        with WriterLock(self.folder):
+            ids: list[int] = []
+            for path in paths:
+                absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+                ids.extend(row.id for row in self.catalog.files_under(absolute))
+            if ids:
+                with self.catalog.transaction():
+                    self.catalog.delete_files(ids)
+                    self.catalog.bump_generation()
+                self._save_index()
+        return len(ids)
+
+    def _record_model(self) -> None:
+        if self.catalog.get_meta("feature") is None:
+            with self.catalog.transaction():
+                self.catalog.set_meta("feature", FEATURE)
+                self.catalog.set_meta("model", MODEL_NAME)
+                self.catalog.set_meta("dim", str(DIM))
+
+    # -- the vector index -------------------------------------------------------------------
+
+    def _index_path(self, generation: int) -> Path:
+        return self.folder / f"{FEATURE}.g{generation}.faiss"
+
+    def _load_index(self) -> FlatIndex:
+        """The faiss index for the catalog's current generation (rebuilt if missing or stale)."""
+        generation = self.catalog.generation
+        if self._index is not None and self._index_generation == generation:
+            return self._index
+        path = self._index_path(generation)
+        index = None
+        if path.exists():
+            try:
+                index = FlatIndex.load(path, DIM)
+            except Exception:  # a damaged cache file is rebuilt from the catalog
+                index = None
+        if index is None:
+            index, generation = self._build_index()
+        self._index, self._index_generation = index, generation
+        return index
+
+    def _build_index(self) -> tuple[FlatIndex, int]:
+        conn = self.catalog.conn
+        conn.execute("BEGIN")  # one read snapshot: generation and vectors agree
+        try:
+            generation = self.catalog.generation
+            ids, vectors = self.catalog.vectors(FEATURE, DIM)
+        finally:
+            conn.execute("COMMIT")
+        index = FlatIndex(DIM)
+        index.add(ids, vectors)
+        try:
+            index.save(self._index_path(generation))
+        except OSError:
+            pass  # a read-only index folder still searches, from memory
+        return index, generation
+
+    def _save_index(self) -> None:
+        """After a write: make sure the current generation is on disk, drop older ones."""
+        generation = self.catalog.generation
+        current = self._index_path(generation)
+        if not current.exists():
+            self._load_index()
+        for stale in self.folder.glob(f"{FEATURE}.g*.faiss"):
+            if stale != current:
+                stale.unlink(missing_ok=True)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def embed(self, images: Sequence[QueryImage]) -> np.ndarray:
+        """Unit-length feature vectors ``[N, 1280]`` for query images (paths, bytes or PIL)."""
+        pixels = np.stack([self.feature.preprocess(_decode_query(img)) for img in images])
+        return self.feature.encode(pixels)
+
+    def search(self, query: QueryImage, k: int = 10) -> list[Match]:
+        """The ``k`` indexed files most similar to ``query``, best first.
+
+        Args:
+            query: a path, the bytes of an image file, or a PIL image.
+            k: how many results.
+
+        Raises:
+            ImageError: the query cannot be decoded.
+
+        Example:
+            >>> [m.path for m in col.search("photo.jpg", k=3)]
+        """
+        return self.search_vectors(self.embed([query]), k)[0]
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> list[list[Match]]:
+        """Search with ready-made feature vectors ``[Q, 1280]``; one result list per row."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        index = self._load_index()
+        if len(index) == 0:
+            return [[] for _ in range(len(vectors))]
+        scores, ids = index.search(vectors, min(len(index), k + 8))
+        hits = self.catalog.hits_for_contents(sorted({int(i) for i in ids.ravel() if i >= 0}))
+        out = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            matches: list[Match] = []
+            for score, content_id in zip(row_scores, row_ids, strict=True):
+                for hit in hits.get(int(content_id), []):
+                    score_value = float(min(1.0, max(-1.0, score)))
+                    matches.append(
+                        Match(hit.path, score_value, hit.file_id, hit.width, hit.height, hit.content_id)
+                    )
+            out.append(matches[:k])
+        return out
+
+    def info(self) -> dict:
+        """Counts and locations: images, unique contents, errors, model, sizes."""
+        index_files = builtins.list(self.folder.glob(f"{FEATURE}.g*.faiss"))
+        catalog_bytes = sum(
+            p.stat().st_size
+            for p in self.folder.glob(CATALOG_NAME + "*")
+            if p.is_file()
+        )
+        return {
+            "path": str(self.folder),
+            "images": self.catalog.count_images(),
+            "unique_images": self.catalog.count_contents(),
+            "errors": self.catalog.count_errors(),
+            "feature": FEATURE,
+            "model": self.catalog.get_meta("model", MODEL_NAME),
+            "dim": DIM,
+            "index_bytes": sum(p.stat().st_size for p in index_files),
+            "catalog_bytes": catalog_bytes,
+            "schema_version": self.catalog.schema_version,
+        }
+
+    def errors(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` for every file that could not be indexed."""
+        return self.catalog.errors()
+
+    def verify(self) -> list[str]:
+        """Consistency problems between catalog and vector index (empty list when all is well)."""
+        problems = self.catalog.check_consistency()
+        index = self._load_index()
+        ids, _ = self.catalog.vectors(FEATURE, DIM)
+        if len(index) != len(ids):
+            problems.append(f"vector index holds {len(index)} vectors, catalog {len(ids)}")
+        return problems
+
+
+def _decode_query(query: QueryImage) -> Image.Image:
+    if isinstance(query, Image.Image):
+        image = query if query.mode == "RGB" else query.convert("RGB")
+        return image
+    if isinstance(query, bytes):
+        return load_image(query, min_side=2 * INPUT_SIZE).image
+    path = Path(os.fspath(query)).expanduser()
+    if not path.exists():
+        raise ImageError(f"no such file: {path}")
+    return load_image(str(path), min_side=2 * INPUT_SIZE).image

@@ -1,0 +1,1 @@
+"""Evaluation helpers: sample photos, copy-detection transforms, metrics."""

@@ -1,0 +1,89 @@
+"""The "deep" descriptor: EfficientNet-Lite0 pooled features run with onnxruntime on the CPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lookalike.features.efficientnet import FEATURE_DIM, INPUT_SIZE, model_path, preprocess
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    from PIL import Image
+
+OUTPUTS = ("features", "logits", "feature_map")
+
+
+def _session(path: Path, threads: int | None) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # decode worker processes share the cores: idle ORT threads must sleep, not spin
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+class DeepFeature:
+    """EfficientNet-Lite0 ImageNet features, L2-normalised, compared by cosine similarity.
+
+    Create it with :func:`load_deep_feature`; ``feature.preprocess(img)`` is the matching
+    preprocessing (shorter side to 224 with BICUBIC, centre crop), so the two never drift apart.
+    """
+
+    name: str = "deep"
+    dim: int = FEATURE_DIM
+    dtype: np.dtype = np.dtype(np.float32)
+    metric: str = "cosine"
+    input_size: int = INPUT_SIZE
+
+    def __init__(self, session: ort.InferenceSession, path: Path | None = None) -> None:
+        self.session = session
+        self.model_path = path
+
+    @staticmethod
+    def preprocess(img: Image.Image) -> np.ndarray:
+        """Image -> uint8 [224, 224, 3] ready for :meth:`encode`."""
+        return preprocess(img, INPUT_SIZE)
+
+    def _check(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        s = self.input_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
+            raise ValueError(
+                f"expected uint8 pixels of shape [N, {s}, {s}, 3], got "
+                f"{pixels.dtype} {tuple(pixels.shape)}"
+            )
+        return np.ascontiguousarray(pixels)
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [N, 224, 224, 3] -> float32 [N, 1280], L2-normalised."""
+        pixels = self._check(pixels)
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        (features,) = self.session.run(["features"], {"pixels": pixels})
+        return features
+
+    def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """All outputs: ``features`` [N,1280], ``logits`` [N,1000], ``feature_map`` [N,1280,7,7]."""
+        pixels = self._check(pixels)
+        values = self.session.run(list(OUTPUTS), {"pixels": pixels})
+        return dict(zip(OUTPUTS, values, strict=True))
+
+
+def load_deep_feature(threads: int | None = None) -> DeepFeature:
+    """Build (or load the cached) graph and open an onnxruntime CPU session on it.
+
+    ``threads`` sets ``intra_op_num_threads`` (default: ``os.cpu_count()``).
+    """
+    path = model_path()
+    return DeepFeature(_session(path, threads), path)

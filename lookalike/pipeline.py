@@ -1,0 +1,379 @@
+"""Indexing: scan -> read, hash and decode in a pool of workers -> batched encode -> write.
+
+Each stage has one job. The scanner lists candidate files and compares them with the catalog
+(size and mtime); workers read each file once, hash it, and decode and preprocess it only when
+its content is new; the main process batches pixels through the model and commits every batch
+in one catalog transaction, so an interrupted run keeps all committed batches and a later run
+carries on from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.catalog import Catalog, NewContent
+from lookalike.images import IMAGE_EXTENSIONS, ImageError, load_image, read_bytes
+
+Preprocess = Callable[..., np.ndarray]
+
+
+class Encoder:
+    """What the pipeline needs of a model (see ``lookalike.features.deep.DeepFeature``)."""
+
+    name: str
+    dim: int
+    input_size: int
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray: ...  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file found by the scanner that must be (re)read."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class FileResult:
+    """What a worker learned about one file."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+    error: str | None = None
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    pixels: np.ndarray | None = None
+
+
+@dataclass
+class IndexReport:
+    """Summary of one indexing run."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    linked: int = 0
+    failed: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    interrupted: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "scanned": self.scanned,
+            "unchanged": self.unchanged,
+            "embedded": self.embedded,
+            "linked": self.linked,
+            "failed": self.failed,
+            "pruned": self.pruned,
+            "seconds": round(self.seconds, 3),
+            "errors": [{"path": p, "error": e} for p, e in self.errors],
+            "interrupted": self.interrupted,
+        }
+
+
+# -- scanning ----------------------------------------------------------------------------------
+
+
+def scan(roots: Iterable[Path]) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+    """Yield ``(path, stat, error)`` for every image file under ``roots``.
+
+    Folders are walked recursively without following symbolic links to folders, and hidden
+    folders (name starting with ``.``) are skipped. A file named directly is always yielded.
+    """
+    for root in roots:
+        if root.is_dir():
+            for folder, dirnames, filenames in os.walk(root, followlinks=False):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                        yield _stat(os.path.join(folder, name))
+        else:
+            yield _stat(str(root))
+
+
+def _stat(path: str) -> tuple[str, os.stat_result | None, str | None]:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return path, None, f"unreadable: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):
+        return path, None, "unreadable: not a regular file"
+    return path, st, None
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+_known_hashes: frozenset[str] = frozenset()
+_preprocess: Preprocess | None = None
+_min_side = 448
+_max_pixels: int | None = None
+
+
+def _init_worker(
+    known: frozenset[str], preprocess: Preprocess, min_side: int, max_pixels: int | None
+) -> None:
+    global _known_hashes, _preprocess, _min_side, _max_pixels
+    _known_hashes, _preprocess, _min_side, _max_pixels = known, preprocess, min_side, max_pixels
+    # Workers share the cores with inference: keep native libraries single-threaded here.
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def process_file(candidate: Candidate) -> FileResult:
+    """Read, hash and (if the content is new) decode and preprocess one file."""
+    result = FileResult(candidate.path, candidate.size, candidate.mtime_ns)
+    try:
+        data = read_bytes(candidate.path)
+        result.sha256 = hashlib.sha256(data).hexdigest()
+        if result.sha256 in _known_hashes:
+            return result
+        decoded = load_image(data, min_side=_min_side, max_pixels=_max_pixels)
+        assert _preprocess is not None
+        result.pixels = _preprocess(decoded.image)
+        result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
+    except ImageError as exc:
+        result.error = exc.reason
+    except Exception as exc:  # a decoder bug must not stop the run
+        result.error = f"failed: {type(exc).__name__}: {exc}"
+    return result
+
+
+def _process_chunk(chunk: list[Candidate]) -> list[FileResult]:
+    return [process_file(c) for c in chunk]
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """Decode workers: one per core."""
+    return max(1, os.cpu_count() or 1)
+
+
+class _Writer:
+    """Buffers results and commits them, one transaction per batch."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        load_encoder: Callable[[], Encoder],
+        feature: str,
+        batch_size: int,
+        report: IndexReport,
+    ) -> None:
+        self.catalog = catalog
+        self.load_encoder = load_encoder
+        self.feature = feature
+        self.batch_size = batch_size
+        self.report = report
+        self.content_ids = catalog.content_ids_by_hash()
+        self.batch: dict[str, FileResult] = {}
+        self.waiting: list[FileResult] = []  # links and errors, written with the next commit
+        self.encoder: Encoder | None = None
+
+    def take(self, result: FileResult) -> None:
+        if result.error is None and result.pixels is not None:
+            if result.sha256 in self.content_ids or result.sha256 in self.batch:
+                result.pixels = None  # an identical file seen earlier in this run
+                self.waiting.append(result)
+            else:
+                self.batch[result.sha256] = result
+        else:
+            self.waiting.append(result)
+        if len(self.batch) >= self.batch_size or len(self.waiting) >= 4 * self.batch_size:
+            self.commit()
+
+    def commit(self) -> None:
+        if not self.batch and not self.waiting:
+            return
+        vectors = None
+        if self.batch:
+            if self.encoder is None:
+                self.encoder = self.load_encoder()
+            pixels = np.stack([r.pixels for r in self.batch.values()])
+            vectors = self.encoder.encode(pixels)
+        with self.catalog.transaction():
+            if self.batch:
+                for result, vector in zip(self.batch.values(), vectors, strict=True):
+                    content = NewContent(
+                        result.sha256, result.width, result.height, result.format, vector
+                    )
+                    content_id = self.catalog.insert_content(content, self.feature)
+                    self.content_ids[result.sha256] = content_id
+                    self.catalog.upsert_file(
+                        result.path, result.size, result.mtime_ns, content_id=content_id
+                    )
+                self.catalog.bump_generation()
+            for result in self.waiting:
+                if result.error is not None:
+                    self.catalog.upsert_file(
+                        result.path, result.size, result.mtime_ns, error=result.error
+                    )
+                else:
+                    self.catalog.upsert_file(
+                        result.path,
+                        result.size,
+                        result.mtime_ns,
+                        content_id=self.content_ids[result.sha256],
+                    )
+        self.report.embedded += len(self.batch)
+        for result in self.waiting:
+            if result.error is not None:
+                self.report.failed += 1
+                self.report.errors.append((result.path, result.error))
+            else:
+                self.report.linked += 1
+        self.batch.clear()
+        self.waiting.clear()
+
+
+def run_index(
+    catalog: Catalog,
+    roots: Iterable[Path],
+    *,
+    load_encoder: Callable[[], Encoder],
+    feature: str,
+    preprocess: Preprocess,
+    min_side: int,
+    workers: int | None = None,
+    batch_size: int = 32,
+    max_pixels: int | None = None,
+    prune: bool = False,
+    progress: bool = False,
+) -> IndexReport:
+    """Bring the catalog up to date with the image files under ``roots``."""
+    started = time.perf_counter()
+    roots = [Path(r) for r in roots]
+    report = IndexReport()
+    known_files = catalog.files_by_path()
+    candidates: list[Candidate] = []
+    scan_errors: list[FileResult] = []
+    seen: set[str] = set()
+    for path, st, error in scan(roots):
+        report.scanned += 1
+        seen.add(path)
+        row = known_files.get(path)
+        if error is not None:
+            if row is None or row.error != error:
+                scan_errors.append(FileResult(path, 0, 0, error=error))
+            else:
+                report.unchanged += 1
+            continue
+        if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+            report.unchanged += 1
+            continue
+        candidates.append(Candidate(path, st.st_size, st.st_mtime_ns))
+
+    writer = _Writer(catalog, load_encoder, feature, batch_size, report)
+    for result in scan_errors:
+        writer.take(result)
+    try:
+        if candidates:
+            _run_workers(
+                candidates,
+                writer,
+                workers=workers or default_workers(),
+                known=frozenset(writer.content_ids),
+                preprocess=preprocess,
+                min_side=min_side,
+                max_pixels=max_pixels,
+                progress=progress,
+            )
+        writer.commit()
+    except KeyboardInterrupt:
+        report.interrupted = True
+        report.seconds = time.perf_counter() - started
+        raise
+    if prune:
+        report.pruned = _prune(catalog, roots, seen)
+    _drop_orphans(catalog)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run_workers(
+    candidates: list[Candidate],
+    writer: _Writer,
+    *,
+    workers: int,
+    known: frozenset[str],
+    preprocess: Preprocess,
+    min_side: int,
+    max_pixels: int | None,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    chunk_size = 4
+    chunks = [candidates[i : i + chunk_size] for i in range(0, len(candidates), chunk_size)]
+    max_in_flight = max(2, workers * 4)
+    context = multiprocessing.get_context("spawn")
+    bar = tqdm(total=len(candidates), unit="img", disable=not progress, dynamic_ncols=True)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(known, preprocess, min_side, max_pixels),
+    )
+    try:
+        pending: set[Future] = set()
+        queue = iter(chunks)
+        exhausted = False
+        while pending or not exhausted:
+            while not exhausted and len(pending) < max_in_flight:
+                chunk = next(queue, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                pending.add(pool.submit(_process_chunk, chunk))
+            if not pending:
+                break
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                for result in future.result():
+                    writer.take(result)
+                    bar.update(1)
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _prune(catalog: Catalog, roots: list[Path], seen: set[str]) -> int:
+    """Forget files under ``roots`` that the scan no longer found."""
+    gone: list[int] = []
+    for root in roots:
+        for row in catalog.files_under(str(root)):
+            if row.path not in seen:
+                gone.append(row.id)
+    if not gone:
+        return 0
+    with catalog.transaction():
+        catalog.delete_files(gone)
+        catalog.bump_generation()
+    return len(gone)
+
+
+def _drop_orphans(catalog: Catalog) -> None:
+    """Drop contents that no file points at any more (a file changed or failed)."""
+    with catalog.transaction():
+        if catalog.delete_orphan_contents():
+            catalog.bump_generation()
