@@ -1,0 +1,89 @@
+"""The SQLite catalog: schema versions, typed rows, orphans and consistency."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.catalog import SCHEMA_VERSION, Catalog, CatalogError, NewContent
+
+
+def _content(sha: str, value: float = 1.0) -> NewContent:
+    return NewContent(sha, 10, 20, "JPEG", np.full(4, value, dtype=np.float32))
+
+
+def test_new_catalog_is_at_current_schema(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    assert catalog.schema_version == SCHEMA_VERSION
+    assert catalog.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert catalog.generation == 0
+
+
+def test_catalog_from_newer_lookalike_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(CatalogError, match="newer"):
+        Catalog(path)
+
+
+def test_not_a_database_is_a_catalog_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(CatalogError, match="cannot open catalog"):
+        Catalog(path)
+
+
+def test_missing_catalog_without_create(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="no catalog"):
+        Catalog(tmp_path / "missing.sqlite", create=False)
+
+
+def test_vectors_files_and_orphans(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    with catalog.transaction():
+        a = catalog.insert_content(_content("a", 1.0), "deep")
+        b = catalog.insert_content(_content("b", 2.0), "deep")
+        catalog.upsert_file("/x/a.jpg", 1, 1, content_id=a)
+        catalog.upsert_file("/x/a-copy.jpg", 1, 1, content_id=a)
+        catalog.upsert_file("/x/b.jpg", 2, 2, content_id=b)
+        catalog.upsert_file("/x/bad.jpg", 3, 3, error="truncated")
+    ids, vectors = catalog.vectors("deep", 4)
+    assert ids.tolist() == [a, b]
+    assert vectors[1].tolist() == [2.0] * 4
+    assert catalog.count_images() == 3
+    assert catalog.count_contents() == 2
+    assert catalog.errors() == [("/x/bad.jpg", "truncated")]
+    hits = catalog.hits_for_contents([a])
+    assert [h.path for h in hits[a]] == ["/x/a-copy.jpg", "/x/a.jpg"]
+    assert {r.path for r in catalog.files_under("/x")} == {
+        "/x/a.jpg", "/x/a-copy.jpg", "/x/b.jpg", "/x/bad.jpg"
+    }
+    assert catalog.files_under("/x/a.jpg")[0].content_id == a
+    # "/x/a" is not a folder prefix of "/x/a.jpg"
+    assert catalog.files_under("/x/a") == []
+
+    with catalog.transaction():
+        catalog.delete_files([catalog.files_under("/x/b.jpg")[0].id])
+    assert catalog.count_contents() == 1  # b's content went with its last file
+    assert catalog.vectors("deep", 4)[0].tolist() == [a]
+    assert catalog.check_consistency() == []
+
+
+def test_file_must_have_content_or_error(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    with pytest.raises(sqlite3.IntegrityError), catalog.transaction():
+        catalog.upsert_file("/x/none.jpg", 1, 1)
+    assert catalog.files_by_path() == {}
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    with pytest.raises(RuntimeError), catalog.transaction():
+        catalog.insert_content(_content("a"), "deep")
+        raise RuntimeError("boom")
+    assert catalog.count_contents() == 0

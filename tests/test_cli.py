@@ -1,0 +1,132 @@
+"""The command line: output contracts, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lookalike.cli import main
+
+
+@pytest.fixture()
+def photos(tmp_path: Path, sample_dir: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("astronaut", "coffee", "rocket", "chelsea"):
+        shutil.copy(sample_dir / f"{name}.jpg", folder / f"{name}.jpg")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return folder
+
+
+@pytest.fixture()
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "index")
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_index_search_info_remove(capsys, photos: Path, db: str) -> None:
+    status, out, _ = run(capsys, "index", str(photos), "--db", db, "--json")
+    assert status == 0
+    report = json.loads(out)
+    assert (report["embedded"], report["failed"], report["images"]) == (4, 1, 4)
+    assert report["errors"][0]["path"].endswith("broken.jpg")
+
+    status, out, _ = run(capsys, "index", str(photos), "--db", db)
+    assert status == 0 and "indexed 0 new" in out and "5 unchanged" in out
+
+    q1, q2 = str(photos / "coffee.jpg"), str(photos / "rocket.jpg")
+    status, out, _ = run(capsys, "search", "--json", "-k", "3", q1, q2, "--db", db)
+    assert status == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["query"] for line in lines] == [q1, q2]
+    first = lines[0]["results"]
+    assert len(first) == 3
+    assert set(first[0]) == {"path", "score", "id", "width", "height"}
+    assert first[0]["path"] == q1 and first[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [r["score"] for r in first] == sorted((r["score"] for r in first), reverse=True)
+    assert lines[1]["results"][0]["path"] == q2
+
+    status, out, _ = run(capsys, "search", "-f", "-k", "2", q1, "--db", db)
+    assert status == 0 and out.splitlines()[0] == q1 and len(out.splitlines()) == 2
+
+    status, out, _ = run(capsys, "search", q1, "--db", db)
+    assert status == 0 and "rank" in out and "600x400" in out
+
+    status, out, _ = run(capsys, "info", "--json", "--db", db)
+    info = json.loads(out)
+    assert (info["images"], info["errors"]) == (4, 1)
+
+    status, out, _ = run(capsys, "info", "--errors", "--db", db)
+    assert "broken.jpg" in out and "images:" in out
+
+    status, out, _ = run(capsys, "remove", str(photos / "coffee.jpg"), "--db", db, "--json")
+    assert json.loads(out) == {"removed": 1}
+    status, out, _ = run(capsys, "info", "--json", "--db", db)
+    assert json.loads(out)["images"] == 3
+
+
+def test_missing_index_is_a_clear_error(capsys, photos: Path, db: str) -> None:
+    for command in (["search", str(photos / "coffee.jpg")], ["info"], ["remove", "x"]):
+        status, out, err = run(capsys, *command, "--db", db)
+        assert status == 1
+        assert "no index at" in err and "lookalike index" in err
+        assert "Traceback" not in err
+    assert not Path(db).exists()  # reading commands never create an index
+
+
+def test_bad_paths_and_queries(capsys, photos: Path, db: str, tmp_path: Path) -> None:
+    status, _, err = run(capsys, "index", str(tmp_path / "missing"), "--db", db)
+    assert status == 1 and "no such file or folder" in err
+
+    run(capsys, "index", str(photos), "--db", db, "-q")
+    status, out, err = run(
+        capsys, "search", "--json", str(tmp_path / "nope.jpg"), str(photos / "coffee.jpg"),
+        "--db", db,
+    )
+    assert status == 1
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert "no such file" in lines[0]["error"] and lines[0]["results"] == []
+    assert lines[1]["results"][0]["path"].endswith("coffee.jpg")  # the run went on
+    assert "cannot read query" in err
+
+    status, _, err = run(capsys, "search", str(photos / "broken.jpg"), "--db", db)
+    assert status == 1 and "cannot read query" in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["search"], ["search", "-k", "0", "x.jpg"], ["index"], ["frobnicate"],
+             ["index", "--workers", "many", "."]],
+)
+def test_usage_errors_exit_2(capsys, argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_console_script_and_env_db(photos: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("lookalike")
+    env = dict(os.environ, LOOKALIKE_DB=str(tmp_path / "env-index"))
+    done = subprocess.run(
+        [str(exe), "index", str(photos), "-q"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # quiet: no progress bar when not a terminal
+    done = subprocess.run(
+        [str(exe), "search", "-f", "-k", "1", str(photos / "chelsea.jpg")],
+        env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == str(photos / "chelsea.jpg")
+    assert (tmp_path / "env-index" / "catalog.sqlite").exists()

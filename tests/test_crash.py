@@ -1,0 +1,72 @@
+"""kill -9 during `lookalike index`, then run again: nothing lost, nothing duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_images
+
+import lookalike
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _committed(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{db / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
+        try:
+            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def _index_command(photos: Path, db: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("lookalike")
+    return [str(exe), "index", str(photos), "--db", str(db), "-q", "--batch-size", "8",
+            "--workers", "2"]
+
+
+def test_kill_9_then_resume(tmp_path: Path) -> None:
+    photos, db = tmp_path / "photos", tmp_path / "index"
+    make_images(photos, 240, seed=3, size=320)
+    committed_before = []
+    # Kill at several moments: while starting, after the first commits, further on.
+    for wait_for in (0, 8, 60):
+        proc = subprocess.Popen(_index_command(photos, db), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while _committed(db) < wait_for and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        before = _committed(db)
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its decode workers
+        proc.wait()
+        after = _committed(db)
+        assert after >= before  # committed work is never lost
+        committed_before.append(after)
+    assert committed_before[-1] > 0, "the run was never killed after a commit"
+    assert committed_before[-1] < 240, "the run finished before it could be killed"
+
+    done = subprocess.run(_index_command(photos, db), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+    with lookalike.open(db, create=False) as col:
+        info = col.info()
+        assert (info["images"], info["unique_images"], info["errors"]) == (240, 240, 0)
+        assert col.verify() == []
+        paths = [row[0] for row in col.catalog.conn.execute("SELECT path FROM files")]
+        assert len(paths) == len(set(paths)) == 240
+        probe = photos / "gen_3_0123.jpg"
+        assert col.search(probe, k=1)[0].path == str(probe)
+    # and a further run has nothing left to do
+    again = subprocess.run(_index_command(photos, db) + ["--json"], capture_output=True, text=True)
+    assert '"embedded": 0' in again.stdout
