@@ -26,7 +26,7 @@ MIGRATIONS: dict[int, str] = {
         value TEXT NOT NULL
     );
     CREATE TABLE contents (
-        id         INTEGER PRIMARY KEY,
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
         sha256     TEXT NOT NULL UNIQUE,
         width      INTEGER NOT NULL,
         height     INTEGER NOT NULL,
@@ -34,7 +34,7 @@ MIGRATIONS: dict[int, str] = {
         created_at REAL NOT NULL
     );
     CREATE TABLE files (
-        id         INTEGER PRIMARY KEY,
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
         path       TEXT NOT NULL UNIQUE,
         size       INTEGER NOT NULL,
         mtime_ns   INTEGER NOT NULL,
@@ -255,6 +255,28 @@ class Catalog:
         data = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
         return ids, data.reshape(len(rows), dim)
 
+    def vector_ids(self, feature: str) -> np.ndarray:
+        """Content ids that have a vector of ``feature`` (ids are never reused)."""
+        rows = self.conn.execute(
+            "SELECT content_id FROM vectors WHERE feature = ?", (feature,)
+        ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def vectors_for(self, feature: str, dim: int, ids: Sequence[int]) -> np.ndarray:
+        """Vectors of ``feature`` for ``ids``, in that order, as float32 ``[len(ids), dim]``."""
+        found: dict[int, bytes] = {}
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self.conn.execute(
+                    f"SELECT content_id, vector FROM vectors WHERE feature = ? "
+                    f"AND content_id IN ({marks})",
+                    [feature, *chunk],
+                ).fetchall()
+            )
+        data = b"".join(found[int(i)] for i in ids)
+        return np.frombuffer(data, dtype=np.float32).reshape(len(ids), dim)
+
     def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[Hit]]:
         """Files attached to each content id, in path order."""
         out: dict[int, list[Hit]] = {}
@@ -271,9 +293,8 @@ class Catalog:
         return out
 
     def count_images(self) -> int:
-        return int(
-            self.conn.execute("SELECT count(*) FROM files WHERE content_id IS NOT NULL").fetchone()[0]
-        )
+        query = "SELECT count(*) FROM files WHERE content_id IS NOT NULL"
+        return int(self.conn.execute(query).fetchone()[0])
 
     def count_contents(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM contents").fetchone()[0])

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -198,46 +199,65 @@ class Collection:
         return self.folder / f"{FEATURE}.g{generation}.faiss"
 
     def _load_index(self) -> FlatIndex:
-        """The faiss index for the catalog's current generation (rebuilt if missing or stale)."""
+        """The faiss index for the catalog's current generation (brought up to date if stale)."""
         generation = self.catalog.generation
         if self._index is not None and self._index_generation == generation:
             return self._index
-        path = self._index_path(generation)
-        index = None
-        if path.exists():
-            try:
-                index = FlatIndex.load(path, DIM)
-            except Exception:  # a damaged cache file is rebuilt from the catalog
-                index = None
+        index = self._read_index_file(self._index_path(generation))
         if index is None:
-            index, generation = self._build_index()
+            index, generation = self._sync_index()
         self._index, self._index_generation = index, generation
         return index
 
-    def _build_index(self) -> tuple[FlatIndex, int]:
+    def _read_index_file(self, path: Path) -> FlatIndex | None:
+        try:
+            return FlatIndex.load(path, DIM)
+        except Exception:  # missing or damaged: the catalog can rebuild it
+            return None
+
+    def _index_files(self) -> list[tuple[int, Path]]:
+        """``(generation, path)`` of the index files present, newest first."""
+        found = []
+        for path in self.folder.glob(f"{FEATURE}.g*.faiss"):
+            number = path.name[len(FEATURE) + 2 : -len(".faiss")]
+            if number.isdigit():
+                found.append((int(number), path))
+        return sorted(found, reverse=True)
+
+    def _sync_index(self) -> tuple[FlatIndex, int]:
+        """Bring the newest usable index up to the catalog: add and remove only what differs."""
+        base = self._index
+        if base is None:
+            for _, path in self._index_files():
+                base = self._read_index_file(path)
+                if base is not None:
+                    break
+        index = base if base is not None else FlatIndex(DIM)
         conn = self.catalog.conn
         conn.execute("BEGIN")  # one read snapshot: generation and vectors agree
         try:
             generation = self.catalog.generation
-            ids, vectors = self.catalog.vectors(FEATURE, DIM)
+            wanted = self.catalog.vector_ids(FEATURE)
+            present = index.ids()
+            stale = np.setdiff1d(present, wanted)
+            missing = np.setdiff1d(wanted, present)
+            vectors = self.catalog.vectors_for(FEATURE, DIM, missing.tolist())
         finally:
             conn.execute("COMMIT")
-        index = FlatIndex(DIM)
-        index.add(ids, vectors)
-        try:
+        index.remove(stale)
+        index.add(missing, vectors)
+        # a read-only index folder still searches, from memory
+        with contextlib.suppress(OSError):
             index.save(self._index_path(generation))
-        except OSError:
-            pass  # a read-only index folder still searches, from memory
         return index, generation
 
     def _save_index(self) -> None:
         """After a write: make sure the current generation is on disk, drop older ones."""
-        generation = self.catalog.generation
-        current = self._index_path(generation)
+        current = self._index_path(self.catalog.generation)
         if not current.exists():
             self._load_index()
-        for stale in self.folder.glob(f"{FEATURE}.g*.faiss"):
-            if stale != current:
+        for stale in self.folder.glob(f"{FEATURE}.g*.faiss*"):
+            if stale != current:  # older generations, temporaries left by a crash
                 stale.unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------------
@@ -275,11 +295,11 @@ class Collection:
         for row_scores, row_ids in zip(scores, ids, strict=True):
             matches: list[Match] = []
             for score, content_id in zip(row_scores, row_ids, strict=True):
-                for hit in hits.get(int(content_id), []):
-                    score_value = float(min(1.0, max(-1.0, score)))
-                    matches.append(
-                        Match(hit.path, score_value, hit.file_id, hit.width, hit.height, hit.content_id)
-                    )
+                similarity = float(min(1.0, max(-1.0, score)))
+                matches.extend(
+                    Match(h.path, similarity, h.file_id, h.width, h.height, h.content_id)
+                    for h in hits.get(int(content_id), [])
+                )
             out.append(matches[:k])
         return out
 
@@ -311,10 +331,16 @@ class Collection:
     def verify(self) -> list[str]:
         """Consistency problems between catalog and vector index (empty list when all is well)."""
         problems = self.catalog.check_consistency()
-        index = self._load_index()
-        ids, _ = self.catalog.vectors(FEATURE, DIM)
-        if len(index) != len(ids):
-            problems.append(f"vector index holds {len(index)} vectors, catalog {len(ids)}")
+        indexed = self._load_index().ids()
+        wanted = self.catalog.vector_ids(FEATURE)
+        if len(indexed) != len(np.unique(indexed)):
+            problems.append("vector index holds duplicated ids")
+        extra, missing = np.setdiff1d(indexed, wanted), np.setdiff1d(wanted, indexed)
+        if len(extra) or len(missing):
+            problems.append(
+                f"vector index has {len(extra)} vectors the catalog lacks "
+                f"and lacks {len(missing)} of the catalog's"
+            )
         return problems
 
 

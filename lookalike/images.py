@@ -15,6 +15,7 @@ grey-fills and only warns -- raises on truncated JPEGs.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -44,8 +45,20 @@ MAX_PIXELS_ENV: Final[str] = "LOOKALIKE_MAX_PIXELS"
 
 #: Lower-case file suffixes that are indexed.
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif",
-     ".avif"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".avif",
+    }
 )
 
 #: Fixed colour that transparent pixels are composited on.
@@ -62,10 +75,8 @@ except Exception:  # pragma: no cover - optional at runtime, declared as a depen
     pillow_heif = None
 
 if not features.check("avif"):  # Pillow >= 11.2 decodes AVIF natively; else use the plugin
-    try:
+    with contextlib.suppress(Exception):
         import pillow_avif  # noqa: F401  (registers the AVIF opener on import)
-    except Exception:  # pragma: no cover
-        pass
 
 Image.init()
 # We enforce our own, configurable limit from the header (see _check_size); Pillow's own
@@ -78,8 +89,22 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # with weak magic numbers (TGA, PCX, ...) that would "recognise" random bytes.
 _ALLOWED_FORMATS: Final[tuple[str, ...]] = tuple(
     f
-    for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF", "ICO",
-              "PPM", "JPEG2000", "QOI")
+    for f in (
+        "JPEG",
+        "MPO",
+        "PNG",
+        "WEBP",
+        "GIF",
+        "BMP",
+        "DIB",
+        "TIFF",
+        "HEIF",
+        "AVIF",
+        "ICO",
+        "PPM",
+        "JPEG2000",
+        "QOI",
+    )
     if f in Image.OPEN
 )
 
@@ -252,9 +277,12 @@ def _decode(data: bytes, *, min_side: int, limit: int) -> DecodedImage:
     except UnidentifiedImageError:
         if data[:4] in _TIFF_MAGIC:  # a TIFF flavour Pillow cannot even parse
             return _decode_opencv(data, min_side=min_side, limit=limit, fmt="TIFF")
+        fmt = _sniff(data)
+        if fmt:  # the magic number matches but the header cannot be parsed
+            raise ImageError(f"truncated or corrupt: unreadable {fmt} header") from None
         raise ImageError("not an image (unrecognised format)") from None
 
-    with im:
+    try:
         fmt = "JPEG" if im.format == "MPO" else (im.format or "unknown")
         width, height = im.size
         _check_size(width, height, limit)
@@ -269,18 +297,33 @@ def _decode(data: bytes, *, min_side: int, limit: int) -> DecodedImage:
         try:
             im.load()
         except _DECODE_ERRORS as e:
-            if fmt == "TIFF":  # e.g. 16-bit RGB, float RGB, odd sample layouts
+            if fmt == "TIFF":  # e.g. float RGB, odd sample layouts
                 return _decode_opencv(data, min_side=min_side, limit=limit, fmt=fmt)
             raise ImageError(f"truncated or corrupt: {_describe(e)}") from None
 
-        rgb = _to_rgb(im)
-
-    rgb = _reduce(rgb, min_side)
-    if orientation in _TRANSPOSE:
-        rgb = rgb.transpose(_TRANSPOSE[orientation])
-        if orientation >= 5:
-            width, height = height, width
+        rgb = _reduce(_to_rgb(im), min_side)
+        if orientation in _TRANSPOSE:
+            rgb = rgb.transpose(_TRANSPOSE[orientation])
+            if orientation >= 5:
+                width, height = height, width
+        if rgb is im:  # hand back a plain in-memory image, not the file-backed plugin object
+            rgb = im.copy()
+    finally:
+        im.close()
     return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def _sniff(data: bytes) -> str | None:
+    """The allowed format whose magic number ``data`` starts with, if any."""
+    prefix = data[:16]
+    for fmt in _ALLOWED_FORMATS:
+        accept = Image.OPEN[fmt][1]
+        try:
+            if accept is not None and accept(prefix):
+                return "JPEG" if fmt == "MPO" else fmt
+        except Exception:
+            continue
+    return None
 
 
 def _reduce(im: Image.Image, min_side: int) -> Image.Image:
@@ -337,8 +380,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
         return ImageCms.applyTransform(
             im,
-            ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"),
-                                    "LAB", "RGB"),
+            ImageCms.buildTransform(
+                ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+            ),
         )
     try:
         return im.convert("RGB")
@@ -367,9 +411,7 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
     """Fallback for TIFFs Pillow cannot decode (16-bit RGB, float, ...). Applies orientation."""
     import cv2
 
-    arr = cv2.imdecode(
-        np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-    )
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if arr is None or arr.size == 0:
         raise ImageError("truncated or corrupt: cannot decode image data")
     height, width = arr.shape[:2]

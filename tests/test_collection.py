@@ -169,3 +169,25 @@ def test_search_accepts_bytes_and_pil(col, photos: Path, sample_photos) -> None:
 
 def test_search_on_empty_collection(col, photos: Path) -> None:
     assert col.search(photos / "coffee.jpg") == []
+
+
+def test_old_vector_index_file_is_brought_up_to_date(tmp_path: Path, photos: Path) -> None:
+    folder = tmp_path / "index"
+    with lookalike.open(folder) as col:
+        col.add([photos], workers=1)
+    (old,) = folder.glob("deep.g*.faiss")
+    saved = old.read_bytes()
+    make_images(photos / "more", 4)
+    (photos / "moon.jpg").unlink()
+    with lookalike.open(folder) as col:
+        col.add([photos], workers=1, prune=True)
+    # as if a crash had left only the older generation's file behind
+    for path in folder.glob("deep.g*.faiss"):
+        path.unlink()
+    old.write_bytes(saved)
+    with lookalike.open(folder) as col:
+        assert col.verify() == []
+        assert col.info()["images"] == 9
+        assert _paths(col.search(photos / "more" / "gen_0_0002.jpg", k=1)) == ["gen_0_0002.jpg"]
+        assert "moon.jpg" not in _paths(col.search(photos / "coffee.jpg", k=20))
+        assert (folder / f"deep.g{col.catalog.generation}.faiss").exists()

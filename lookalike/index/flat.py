@@ -18,7 +18,13 @@ class VectorIndex(Protocol):
 
     def __len__(self) -> int: ...
 
+    def ids(self) -> np.ndarray: ...
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def remove(self, ids: np.ndarray) -> int: ...
 
@@ -58,6 +64,10 @@ class FlatIndex:
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         if len(ids):
             self._index.add_with_ids(vectors, ids)
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove vectors by id; returns how many were removed."""
