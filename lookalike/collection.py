@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.catalog import Catalog, CatalogError
-from lookalike.images import ImageError, load_image
+from lookalike.images import ImageError, load_image, normalize_image
 from lookalike.index import FlatIndex
 from lookalike.lock import WriterLock
 from lookalike.pipeline import IndexReport, run_index
@@ -346,8 +346,7 @@ class Collection:
 
 def _decode_query(query: QueryImage) -> Image.Image:
     if isinstance(query, Image.Image):
-        image = query if query.mode == "RGB" else query.convert("RGB")
-        return image
+        return normalize_image(query, min_side=2 * INPUT_SIZE)
     if isinstance(query, bytes):
         return load_image(query, min_side=2 * INPUT_SIZE).image
     path = Path(os.fspath(query)).expanduser()

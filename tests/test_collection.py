@@ -191,3 +191,18 @@ def test_old_vector_index_file_is_brought_up_to_date(tmp_path: Path, photos: Pat
         assert _paths(col.search(photos / "more" / "gen_0_0002.jpg", k=1)) == ["gen_0_0002.jpg"]
         assert "moon.jpg" not in _paths(col.search(photos / "coffee.jpg", k=20))
         assert (folder / f"deep.g{col.catalog.generation}.faiss").exists()
+
+
+def test_pil_queries_are_normalised_like_files(col, photos: Path, sample_photos) -> None:
+    from PIL import Image
+
+    col.add([photos], workers=1)
+    rgba = sample_photos["coffee"].convert("RGBA")
+    rgba.putalpha(Image.new("L", rgba.size, 255))
+    opaque = col.embed([rgba])[0]
+    assert opaque == pytest.approx(col.embed([sample_photos["coffee"]])[0], abs=1e-5)
+    rgba.putalpha(Image.new("L", rgba.size, 0))  # fully transparent: a white picture
+    blank = col.embed([rgba])[0]
+    assert blank == pytest.approx(col.embed([Image.new("RGB", rgba.size, "white")])[0], abs=1e-5)
+    large = sample_photos["rocket"].resize((2560, 1708))
+    assert _paths(col.search(large, k=1)) == ["rocket.jpg"]

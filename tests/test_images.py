@@ -399,6 +399,22 @@ def test_large_png_reduced_but_not_below_min_side() -> None:
     assert close(pixel(d, 5, 5), RED, 0)
 
 
+def test_large_rgba_reduced_equals_composite_then_reduce() -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (1000, 1800, 3), dtype=np.uint8)
+    alpha = np.zeros((1000, 1800), np.uint8)
+    alpha[:, 900:] = 255
+    alpha[::2, :900] = 128  # semi-transparent stripes: box-averaging straight alpha would bleed
+    data = encode(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG")
+    small = load_image(data, min_side=448)
+    full = load_image(data, min_side=0)
+    assert (small.width, small.height) == (full.width, full.height) == (1800, 1000)
+    w, h = small.image.size
+    assert 448 <= h < 1000
+    ref = np.asarray(full.image.resize((w, h), Image.Resampling.BOX)).astype(int)
+    assert np.abs(ref - np.asarray(small.image).astype(int)).max() <= 3
+
+
 # ---------------------------------------------------------------------------------------------
 # decompression bombs
 # ---------------------------------------------------------------------------------------------

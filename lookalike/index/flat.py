@@ -22,10 +22,6 @@ class VectorIndex(Protocol):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
-    def ids(self) -> np.ndarray:
-        """Every id in the index."""
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
-
     def remove(self, ids: np.ndarray) -> int: ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
