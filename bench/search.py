@@ -46,6 +46,19 @@ def _numpy_topk(matrix: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
+def _time_both(
+    search: Callable[[np.ndarray], object], single: np.ndarray, batch: np.ndarray, repeats: int
+) -> dict:
+    """Percentiles for one query at a time (a different one each call) and a batch of 100."""
+    it = iter(range(repeats + 1))
+    one = _time(lambda: search(single[next(it) % repeats][None]), repeats)
+    many = _time(lambda: search(batch), max(5, repeats // 5))
+    return {
+        "single": _percentiles(one),
+        "batch100_per_query": _percentiles([m / len(batch) for m in many]),
+    }
+
+
 def measure_search(sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 50) -> dict:
     """ms/query (p50, p95) for one query and for a batch of 100, FlatIndex vs numpy."""
     rng = np.random.default_rng(0)
@@ -56,18 +69,10 @@ def measure_search(sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 50
         index.add(np.arange(n, dtype=np.int64), vectors)
         single = _unit_vectors(repeats, rng)
         batch = _unit_vectors(100, rng)
-        entry: dict = {}
-        for name, search in (
-            ("flat", lambda q: index.search(q, K)),
-            ("numpy", lambda q: _numpy_topk(vectors, q, K)),
-        ):
-            it = iter(range(repeats + 1))
-            one = _time(lambda s=search, it=it: s(single[next(it) % repeats][None]), repeats)
-            many = _time(lambda s=search: s(batch), max(5, repeats // 5))
-            entry[name] = {
-                "single": _percentiles(one),
-                "batch100_per_query": _percentiles([m / 100.0 for m in many]),
-            }
+        entry: dict = {
+            "flat": _time_both(lambda q, ix=index: ix.search(q, K), single, batch, repeats),
+            "numpy": _time_both(lambda q, m=vectors: _numpy_topk(m, q, K), single, batch, repeats),
+        }
         # the two must agree on the best hit
         flat_ids = index.search(batch, K)[1][:, 0]
         np_ids = _numpy_topk(vectors, batch, K)[:, 0]

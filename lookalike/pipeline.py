@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -132,6 +133,8 @@ def _init_worker(
 ) -> None:
     global _known_hashes, _preprocess, _min_side, _max_pixels
     _known_hashes, _preprocess, _min_side, _max_pixels = known, preprocess, min_side, max_pixels
+    # Ctrl+C reaches the whole process group: the main process handles it and stops the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Workers share the cores with inference: keep native libraries single-threaded here.
     import cv2
 

@@ -87,3 +87,41 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
         catalog.insert_content(_content("a"), "deep")
         raise RuntimeError("boom")
     assert catalog.count_contents() == 0
+
+
+def test_migrations_upgrade_an_older_catalog_in_place(tmp_path: Path, monkeypatch) -> None:
+    import lookalike.catalog as catalog_module
+
+    path = tmp_path / "c.sqlite"
+    old = Catalog(path)
+    with old.transaction():
+        content = old.insert_content(_content("a"), "deep")
+        old.upsert_file("/x/a.jpg", 1, 1, content_id=content)
+    old.close()
+
+    later = dict(catalog_module.MIGRATIONS)
+    later[SCHEMA_VERSION + 1] = "ALTER TABLE files ADD COLUMN note TEXT"
+    monkeypatch.setattr(catalog_module, "MIGRATIONS", later)
+    monkeypatch.setattr(catalog_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    upgraded = Catalog(path)
+    assert upgraded.schema_version == SCHEMA_VERSION + 1
+    assert upgraded.files_by_path()["/x/a.jpg"].content_id == content  # data kept
+    columns = [row[1] for row in upgraded.conn.execute("PRAGMA table_info(files)")]
+    assert "note" in columns
+
+
+def test_failed_migration_leaves_the_catalog_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    import lookalike.catalog as catalog_module
+
+    path = tmp_path / "c.sqlite"
+    Catalog(path).close()
+    later = dict(catalog_module.MIGRATIONS)
+    later[SCHEMA_VERSION + 1] = "ALTER TABLE files ADD COLUMN x TEXT; THIS IS NOT SQL"
+    monkeypatch.setattr(catalog_module, "MIGRATIONS", later)
+    monkeypatch.setattr(catalog_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    with pytest.raises(CatalogError):
+        Catalog(path)
+    monkeypatch.undo()
+    again = Catalog(path)
+    assert again.schema_version == SCHEMA_VERSION
+    assert "x" not in [row[1] for row in again.conn.execute("PRAGMA table_info(files)")]

@@ -1,0 +1,330 @@
+"""Run every benchmark and print one table: each figure beside its baseline or limit.
+
+    python -m bench [--photos DIR] [--quick] [--only indexing,search,copies]
+    ./run.sh bench [...]
+
+Results also go to ``bench/results/latest.json``. See ``bench/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.indexing import cores, large_jpegs
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_PHOTOS = Path("/work/.bench-data/photos")
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+PARTS = ("indexing", "search", "copies")
+
+Row = tuple[str, str, str, str]
+
+
+def find_photos(given: Path | None) -> tuple[Path | None, str]:
+    """The folder of large JPEGs to use, and how it was found (or why there is none)."""
+    if given is not None:
+        given = given.expanduser()
+        if not given.is_dir():
+            return None, f"--photos {given} is not a folder"
+        if not large_jpegs(given) and (given / "photos").is_dir():
+            given = given / "photos"
+        return given, "from --photos"
+    if SHARED_PHOTOS.is_dir() and large_jpegs(SHARED_PHOTOS):
+        return SHARED_PHOTOS, "shared download"
+    local = REPO / ".bench-data"
+    if (local / "photos").is_dir() and large_jpegs(local / "photos"):
+        return local / "photos", "earlier download"
+    print(f"no photos yet: running bench/get_photos.sh {local} ...", file=sys.stderr)
+    try:
+        subprocess.run(["bash", str(REPO / "bench" / "get_photos.sh"), str(local)], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, (
+            f"bench/get_photos.sh failed ({exc}); it needs apt-get download of Debian wallpaper "
+            "packages (network). Pass --photos DIR with >= 8 MP JPEGs instead"
+        )
+    if large_jpegs(local / "photos"):
+        return local / "photos", "downloaded by bench/get_photos.sh"
+    return None, f"no >= 8 MP JPEG in {local / 'photos'} after bench/get_photos.sh"
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "BELOW GOAL"
+
+
+def indexing_rows(r: dict) -> list[Row]:
+    """Table rows for ``bench.indexing.measure_indexing``."""
+    p, m, m1, d, w, a, c = (
+        r["photos"], r["model"], r["model_1thread"], r["decode"], r["worker"], r["add"], r["cli"]
+    )  # fmt: skip
+    n = r["cores"]
+    rows: list[Row] = [
+        (
+            f"photos: {p['images']} JPEGs, {p['megapixels_mean']:.1f} MP mean "
+            f"(min {p['megapixels_min']:.1f})",
+            f"{p['copied']} real",
+            f"+ {p['variants']} cropped re-encodes",
+            f"{p['distinct_originals']} distinct",
+        ),
+        (
+            f"(a) model only, batch {m['batch']}, {m['threads']} threads",
+            f"{m['images_per_s']:.1f} img/s",
+            f"1 thread: {m1['images_per_s']:.1f} img/s",
+            "",
+        ),
+        (
+            "(a) inference CPU-s / image",
+            f"{m['cpu_s_per_image'] * 1000:.1f} ms",
+            f"1 thread: {m1['cpu_s_per_image'] * 1000:.1f} ms",
+            "",
+        ),
+        (
+            "(b) decode only, Pillow draft (min side 448)",
+            f"{d['draft']['images_per_s']:.1f} img/s",
+            f"full decode: {d['full']['images_per_s']:.1f} img/s",
+            f"{d['draft_speedup']:.2f}x",
+        ),
+        (
+            "(b) worker CPU-s / file (read+sha256+draft+preprocess)",
+            f"{w['cpu_s_per_image'] * 1000:.1f} ms",
+            f"draft decode alone: {d['draft']['cpu_s_per_image'] * 1000:.1f} ms",
+            "",
+        ),
+        (
+            f"(c) col.add, fresh index ({a['workers']} workers, {a['threads']} threads)",
+            f"{a['images_per_s']:.1f} img/s",
+            f"ideal {n}/(worker+inference CPU): {r['ideal_images_per_s']:.1f} img/s",
+            "",
+        ),
+        (
+            "(c) col.add re-run, unchanged folder",
+            f"{a['rerun_s'] * 1000:.1f} ms",
+            f"first run {a['wall_s']:.2f} s; "
+            f"ratio {a['rerun_ratio']:.4f} (limit {r['rerun_limit']})",
+            _verdict(a["rerun_ratio"] < r["rerun_limit"]),
+        ),
+        (
+            "(c) CLI `lookalike index DIR --db TMP -q`, first run",
+            f"{c['first_s']:.2f} s = {c['images_per_s']:.1f} img/s",
+            f"col.add in-process: {a['wall_s']:.2f} s",
+            "",
+        ),
+        (
+            "(c) CLI re-run, unchanged folder",
+            f"{c['rerun_s']:.2f} s",
+            f"ratio {c['rerun_ratio']:.3f} (limit {r['rerun_limit']})",
+            _verdict(c["rerun_ratio"] < r["rerun_limit"]),
+        ),
+        (
+            "(d) pipeline efficiency, col.add",
+            f"{r['efficiency']:.2f}",
+            f"goal {r['efficiency_goal']}",
+            _verdict(r["efficiency"] >= r["efficiency_goal"]),
+        ),
+        (
+            "(d) pipeline efficiency, CLI (incl. start-up)",
+            f"{r['efficiency_cli']:.2f}",
+            f"goal {r['efficiency_goal']}",
+            _verdict(r["efficiency_cli"] >= r["efficiency_goal"]),
+        ),
+        (
+            "    why: core utilisation during col.add",
+            f"{a['core_utilisation']:.2f}",
+            "1.00 = all cores busy",
+            "",
+        ),
+        (
+            "    why: CPU-s / image inside col.add",
+            f"{a['cpu_s_per_image'] * 1000:.1f} ms",
+            f"isolated worker+inference: "
+            f"{(w['cpu_s_per_image'] + m['cpu_s_per_image']) * 1000:.1f} ms",
+            "",
+        ),
+        (
+            "    why: main process in inference / blocked on workers",
+            f"{a['encode_wall_s']:.2f} s / {a['main_blocked_on_workers_s']:.2f} s",
+            f"of {a['wall_s']:.2f} s wall; first result after {a['first_result_s']:.2f} s",
+            "",
+        ),
+    ]
+    for g in r.get("grid", []):
+        eff = g["images_per_s"] / r["ideal_images_per_s"]
+        rows.append(
+            (
+                f"    grid: workers={g['workers']} threads={g['threads']} batch={g['batch_size']}",
+                f"{g['images_per_s']:.1f} img/s",
+                f"efficiency {eff:.2f} (goal {r['efficiency_goal']}); "
+                f"util {g['core_utilisation']:.2f}",
+                _verdict(eff >= r["efficiency_goal"]),
+            )
+        )
+    return rows
+
+
+def search_rows(r: dict) -> list[Row]:
+    """Table rows for ``bench.search.measure_search``."""
+    rows: list[Row] = []
+    for n, e in r["sizes"].items():
+        f, b = e["flat"], e["numpy"]
+        for key, label in (("single", "1 query"), ("batch100_per_query", "batch of 100")):
+            rows.append(
+                (
+                    f"(e) FlatIndex, {int(n):,} x {r['dim']} synthetic, k={r['k']}, {label}",
+                    f"p50 {f[key]['p50_ms']:.2f} / p95 {f[key]['p95_ms']:.2f} ms/q",
+                    f"numpy M@q: p50 {b[key]['p50_ms']:.2f} / p95 {b[key]['p95_ms']:.2f} ms/q",
+                    f"{b[key]['p50_ms'] / f[key]['p50_ms']:.2f}x numpy",
+                )
+            )
+    return rows
+
+
+def copies_rows(r: dict) -> list[Row]:
+    """Table rows for ``bench.copies.measure_copies``."""
+    name = r["dataset"]
+    if "skipped" in r:
+        return [(f"(f) copy detection, {name}", "skipped", r["skipped"], "")]
+    from bench.copies import ACCEPTANCE
+
+    rows: list[Row] = [
+        (
+            f"(f) copy detection, {name}: {r['indexed']} indexed, {r['originals']} originals",
+            f"{r['queries']} queries",
+            "hit = original or its natural duplicate",
+            "",
+        )
+    ]
+    for t, v in r["recall_at_1"].items():
+        extra = "" if t in ACCEPTANCE else " (extra)"
+        rows.append(
+            (f"    recall@1 {t}{extra}", f"{v:.3f}", f"goal {r['goal']}", _verdict(v >= r["goal"]))
+        )
+    rows.append(
+        (
+            "    recall@1 overall (acceptance transforms)",
+            f"{r['overall_acceptance']:.3f}",
+            f"goal {r['goal']}",
+            _verdict(r["overall_acceptance"] >= r["goal"]),
+        )
+    )
+    rows.append(
+        (
+            "    recall@1 overall (all STANDARD transforms)",
+            f"{r['overall_all']:.3f}",
+            f"goal {r['goal']}",
+            _verdict(r["overall_all"] >= r["goal"]),
+        )
+    )
+    return rows
+
+
+def render(rows: Sequence[Row]) -> str:
+    """A plain-text table with a header."""
+    header: Row = ("figure", "value", "baseline / limit (same run)", "verdict")
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = []
+    for i, row in enumerate(table):
+        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--photos", type=Path, help="folder of >= 8 MP JPEGs (default: see README)")
+    ap.add_argument("--quick", action="store_true", help="fewer photos, no grid, mfood7 only")
+    ap.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
+    )
+    ap.add_argument("--no-grid", action="store_true", help="skip the workers x threads grid")
+    args = ap.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+    os.environ.setdefault("LOOKALIKE_CACHE", str(Path.home() / ".cache" / "lookalike"))
+
+    started = time.perf_counter()
+    results: dict = {
+        "machine": {
+            "cores": cores(),
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "quick": args.quick,
+        "notes": [],
+    }
+    rows: list[Row] = []
+
+    if "indexing" in parts:
+        from bench.indexing import measure_indexing
+
+        photos, how = find_photos(args.photos)
+        if photos is None:
+            results["indexing"] = {"skipped": how}
+            rows.append(("(a)-(d) indexing", "skipped", how, ""))
+            print(f"indexing benchmark skipped: {how}", file=sys.stderr)
+        else:
+            print(f"indexing: photos from {photos} ({how}) ...", file=sys.stderr)
+            r = measure_indexing(photos, quick=args.quick, grid=not (args.quick or args.no_grid))
+            r["photos"]["found_by"] = how
+            results["indexing"] = r
+            rows += indexing_rows(r)
+            if r["photos"]["variants"]:
+                results["notes"].append(
+                    f"only {r['photos']['distinct_originals']} distinct >= 8 MP JPEGs: "
+                    f"{r['photos']['variants']} distinct variants made by cropping 8-32 px and "
+                    "re-encoding (Pillow, quality 90) in a temporary folder"
+                )
+
+    if "search" in parts:
+        from bench.search import measure_search
+
+        print("search latency ...", file=sys.stderr)
+        r = measure_search(repeats=20 if args.quick else 50)
+        results["search"] = r
+        rows += search_rows(r)
+        results["notes"].append("search vectors are synthetic random unit vectors (dim 1280)")
+
+    if "copies" in parts:
+        from bench.copies import measure_copies
+
+        results["copies"] = []
+        for name in ("mfood7",) if args.quick else ("mfood7", "web_animals4"):
+            print(f"copy detection on {name} ...", file=sys.stderr)
+            r = measure_copies(name)
+            results["copies"].append(r)
+            rows += copies_rows(r)
+        results["notes"].append(
+            "copy detection counts a top-1 hit on a natural duplicate of the original "
+            "(duplicates.json) as correct: identical content ties on score"
+        )
+
+    results["seconds"] = time.perf_counter() - started
+    print()
+    print(f"lookalike benchmarks -- {cores()} cores, {results['seconds']:.0f} s")
+    print(render(rows))
+    for note in results["notes"]:
+        print(f"note: {note}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
