@@ -201,7 +201,21 @@ def copies_rows(r: dict) -> list[Row]:
             f"{r['queries']} queries",
             "hit = original or its natural duplicate",
             "",
-        )
+        ),
+        (
+            f"    CLI index, {r['indexed']} images, first run",
+            f"{r['index_seconds']:.1f} s",
+            f"{r['indexed'] / r['index_seconds']:.1f} img/s",
+            "",
+        ),
+        (
+            "    CLI re-run, unchanged folder",
+            f"{r['reindex_seconds']:.2f} s, {r['reindex_embedded']} embedded",
+            f"ratio {r['reindex_seconds'] / r['index_seconds']:.3f} (limit 0.05)",
+            _verdict(
+                r["reindex_seconds"] < 0.05 * r["index_seconds"] and r["reindex_embedded"] == 0
+            ),
+        ),
     ]
     for t, v in r["recall_at_1"].items():
         extra = "" if t in ACCEPTANCE else " (extra)"

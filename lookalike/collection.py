@@ -31,7 +31,7 @@ CATALOG_NAME = "catalog.sqlite"
 FEATURE = "deep"
 DIM = 1280
 INPUT_SIZE = 224
-MODEL_NAME = "efficientnet-lite0 (ImageNet), average-pooled 1280-d"
+MODEL_NAME = "efficientnet-lite0 (ImageNet), R-MAC pooled 1280-d"
 
 QueryImage = str | os.PathLike | bytes | Image.Image
 
@@ -94,9 +94,12 @@ class Collection:
         self._feature = None
         self._index: FlatIndex | None = None
         self._index_generation = -1
-        stored = self.catalog.get_meta("feature")
-        if stored is not None and stored != FEATURE:
-            raise CatalogError(f"index {self.folder} was built with feature {stored!r}")
+        stored = self.catalog.get_meta("model")
+        if stored is not None and stored != MODEL_NAME:
+            raise CatalogError(
+                f"index {self.folder} was built with {stored!r}, this lookalike uses "
+                f"{MODEL_NAME!r}; index your images again into a new --db folder"
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -187,7 +190,7 @@ class Collection:
         return len(ids)
 
     def _record_model(self) -> None:
-        if self.catalog.get_meta("feature") is None:
+        if self.catalog.get_meta("model") is None:
             with self.catalog.transaction():
                 self.catalog.set_meta("feature", FEATURE)
                 self.catalog.set_meta("model", MODEL_NAME)

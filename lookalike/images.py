@@ -434,6 +434,8 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
     """Fallback for TIFFs Pillow cannot decode (float RGB, ...). OpenCV applies orientation."""
     try:
         import cv2
+
+        cv2.setNumThreads(1)  # decoding runs in a pool of workers already
     except ImportError:  # pragma: no cover - declared dependency
         raise ImageError("truncated or corrupt: unsupported TIFF layout") from None
 

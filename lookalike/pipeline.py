@@ -135,10 +135,6 @@ def _init_worker(
     _known_hashes, _preprocess, _min_side, _max_pixels = known, preprocess, min_side, max_pixels
     # Ctrl+C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Workers share the cores with inference: keep native libraries single-threaded here.
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def process_file(candidate: Candidate) -> FileResult:

@@ -206,3 +206,12 @@ def test_pil_queries_are_normalised_like_files(col, photos: Path, sample_photos)
     assert blank == pytest.approx(col.embed([Image.new("RGB", rgba.size, "white")])[0], abs=1e-5)
     large = sample_photos["rocket"].resize((2560, 1708))
     assert _paths(col.search(large, k=1)) == ["rocket.jpg"]
+
+
+def test_index_from_another_model_is_refused(tmp_path: Path, photos: Path) -> None:
+    with lookalike.open(tmp_path / "index") as col:
+        col.add([photos / "coffee.jpg"], workers=1)
+        with col.catalog.transaction():
+            col.catalog.set_meta("model", "some other model")
+    with pytest.raises(CatalogError, match="some other model"):
+        lookalike.open(tmp_path / "index")

@@ -18,6 +18,7 @@ from lookalike.features.base import Feature
 from lookalike.features.checkpoint import LEGACY_MAGIC, LEGACY_PROTOCOL, read_legacy_checkpoint
 from lookalike.features.deep import DeepFeature, load_deep_feature
 from lookalike.features.efficientnet import model_path, preprocess, weights_path
+from lookalike.features.pooling import average_pool, rmac
 
 GOLDEN = Path(__file__).parent / "data" / "golden_lite0.npz"
 TOL = 1e-4
@@ -179,7 +180,13 @@ def test_features_unit_norm_and_encode_consistent(
     feats = deep.encode(golden["pixels"])
     assert feats.shape == (len(golden["pixels"]), 1280) and feats.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(feats, deep.run(golden["pixels"])["features"], atol=1e-6)
+    outputs = deep.run(golden["pixels"])
+    np.testing.assert_allclose(feats, rmac(outputs["feature_map"]), atol=1e-6)
+    average = load_deep_feature(threads=1, pooling="average").encode(golden["pixels"])
+    np.testing.assert_allclose(average, outputs["features"], atol=1e-6)
+    np.testing.assert_allclose(average, average_pool(outputs["feature_map"]), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown pooling"):
+        load_deep_feature(pooling="median")
     # batch composition does not change a row
     np.testing.assert_allclose(deep.encode(golden["pixels"][1:2]), feats[1:2], atol=1e-5)
 
@@ -245,7 +252,7 @@ def test_pixels_contract_dynamic_batch(deep: DeepFeature) -> None:
     out = deep.run(pixels)
     assert out["features"].shape == (3, 1280)
     single = deep.encode(pixels[0])  # a lone image is accepted as a batch of one
-    np.testing.assert_allclose(single[0], out["features"][0], atol=1e-5)
+    np.testing.assert_allclose(single[0], deep.encode(pixels)[0], atol=1e-5)
 
 
 def test_buffer_roundtrip_of_golden_file() -> None:

@@ -1,0 +1,52 @@
+"""Pooling a convolutional feature map [N, C, H, W] into one vector per image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Scale vectors to unit length (zero vectors stay zero)."""
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def average_pool(feature_map: np.ndarray) -> np.ndarray:
+    """Global average pooling, L2-normalised: ``[N, C, H, W] -> [N, C]``."""
+    return l2_normalize(feature_map.mean(axis=(2, 3)))
+
+
+def rmac_regions(height: int, width: int, levels: int = 3) -> list[tuple[int, int, int]]:
+    """Square regions ``(top, left, side)`` of R-MAC (Tolias, Sicre and Jégou, 2016).
+
+    Level ``l`` has regions of side ``2 * min(H, W) / (l + 1)`` on an ``l + 1`` by ``l + 1``
+    grid of positions (overlapping by about 40 %); level 1 is the whole (shorter) map.
+    """
+    side0 = min(height, width)
+    regions: list[tuple[int, int, int]] = []
+    for level in range(1, levels + 1):
+        side = side0 if level == 1 else int(2 * side0 / (level + 1))
+        if side < 1:
+            break
+        count = 1 if level == 1 else level + 1
+        tops = sorted({int(t) for t in np.linspace(0, height - side, count)})
+        lefts = sorted({int(t) for t in np.linspace(0, width - side, count)})
+        if level == 1:
+            tops, lefts = [(height - side) // 2], [(width - side) // 2]
+        regions += [(t, x, side) for t in tops for x in lefts]
+    return regions
+
+
+def rmac(feature_map: np.ndarray, levels: int = 3) -> np.ndarray:
+    """Regional maximum activations of convolutions: ``[N, C, H, W] -> [N, C]``, unit length.
+
+    Each region is max-pooled and L2-normalised; the regional vectors are summed and the sum
+    normalised again. It keeps more of where things are than global averaging, which makes
+    crops and partial views of a picture find it more often.
+    """
+    fmap = np.asarray(feature_map, dtype=np.float32)
+    n, c, h, w = fmap.shape
+    total = np.zeros((n, c), dtype=np.float32)
+    for top, left, side in rmac_regions(h, w, levels):
+        total += l2_normalize(fmap[:, :, top : top + side, left : left + side].max(axis=(2, 3)))
+    return l2_normalize(total)
