@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch large real wallpaper photos for the decode benchmark, OUTSIDE the repository.
 #
-#   bench/get_photos.sh DIR        (e.g. bench/get_photos.sh /work/.bench-data)
+#   bench/get_photos.sh DIR        (e.g. bench/get_photos.sh .bench-data)
 #
 # Downloads the Debian packages gnome-backgrounds, plasma-workspace-wallpapers and
 # mate-backgrounds with `apt-get download` (no root needed for the download itself; run

@@ -343,4 +343,11 @@ if __name__ == "__main__":
     import json
 
     quick = "--quick" in sys.argv
-    print(json.dumps(measure_indexing(Path("/work/.bench-data/photos"), quick), indent=2))
+    print(
+        json.dumps(
+            measure_indexing(
+                Path(__file__).resolve().parent.parent / ".bench-data" / "photos", quick
+            ),
+            indent=2,
+        )
+    )
