@@ -15,8 +15,10 @@ import os
 import signal
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,8 @@ class IndexReport:
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    decode_cpu_s: float = 0.0  # CPU time the workers spent reading, hashing and decoding
+    encode_cpu_s: float = 0.0  # CPU time of inference (all its threads)
 
     def as_dict(self) -> dict:
         return {
@@ -87,6 +91,8 @@ class IndexReport:
             "seconds": round(self.seconds, 3),
             "errors": [{"path": p, "error": e} for p, e in self.errors],
             "interrupted": self.interrupted,
+            "decode_cpu_s": round(self.decode_cpu_s, 3),
+            "encode_cpu_s": round(self.encode_cpu_s, 3),
         }
 
 
@@ -156,11 +162,26 @@ def process_file(candidate: Candidate) -> FileResult:
     return result
 
 
-def _process_chunk(chunk: list[Candidate]) -> list[FileResult]:
-    return [process_file(c) for c in chunk]
+def _process_chunk(chunk: list[Candidate]) -> tuple[list[FileResult], float]:
+    started = time.process_time()
+    results = [process_file(c) for c in chunk]
+    return results, time.process_time() - started
 
 
 # -- the run -----------------------------------------------------------------------------------
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers start from a clean server process that has imported the decoders once.
+
+    "forkserver" where the platform has it (cheap workers, and no fork of a process that may
+    already run inference threads), "spawn" elsewhere.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["lookalike.pipeline", "lookalike.features.efficientnet"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def default_workers() -> int:
@@ -209,7 +230,9 @@ class _Writer:
             if self.encoder is None:
                 self.encoder = self.load_encoder()
             pixels = np.stack([r.pixels for r in self.batch.values()])
+            started = time.process_time()
             vectors = self.encoder.encode(pixels)
+            self.report.encode_cpu_s += time.process_time() - started
         with self.catalog.transaction():
             if self.batch:
                 for result, vector in zip(self.batch.values(), vectors, strict=True):
@@ -322,38 +345,97 @@ def _run_workers(
 ) -> None:
     from tqdm import tqdm
 
-    chunk_size = 4
-    chunks = [candidates[i : i + chunk_size] for i in range(0, len(candidates), chunk_size)]
-    max_in_flight = max(2, workers * 4)
-    context = multiprocessing.get_context("spawn")
     bar = tqdm(total=len(candidates), unit="img", disable=not progress, dynamic_ncols=True)
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(known, preprocess, min_side, max_pixels),
-    )
+    decoder = DecodePool(workers, (known, preprocess, min_side, max_pixels))
+    full_batch = writer.batch_size
     try:
-        pending: set[Future] = set()
-        queue = iter(chunks)
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < max_in_flight:
-                chunk = next(queue, None)
-                if chunk is None:
-                    exhausted = True
-                    break
-                pending.add(pool.submit(_process_chunk, chunk))
-            if not pending:
-                break
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                for result in future.result():
-                    writer.take(result)
-                    bar.update(1)
+        for results, cpu_seconds in decoder.run(candidates):
+            writer.report.decode_cpu_s += cpu_seconds
+            if decoder.draining:
+                # Nothing left to hand out: encode in small batches, so that the workers'
+                # last files and the final inference overlap instead of following each other.
+                writer.batch_size = min(full_batch, 8)
+            for result in results:
+                writer.take(result)
+            bar.update(len(results))
     finally:
+        writer.batch_size = full_batch
         bar.close()
-        pool.shutdown(wait=True, cancel_futures=True)
+        decoder.close()
+
+
+class DecodePool:
+    """Worker processes that read, hash and decode candidates, a few files per task.
+
+    A worker that dies (a decoder crashing on a hostile file) takes the pool down with it; the
+    files that were in flight are then retried one at a time in a fresh pool, and the one that
+    kills its worker again is reported as an error instead of stopping the run.
+    """
+
+    CHUNK = 4
+
+    def __init__(self, workers: int, initargs: tuple) -> None:
+        self.workers = workers
+        self.initargs = initargs
+        self.max_in_flight = max(2, workers * 4)
+        self.draining = False
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=_worker_context(),
+                initializer=_init_worker,
+                initargs=self.initargs,
+            )
+        return self._pool
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        self._restart()
+
+    def run(self, candidates: list[Candidate]) -> Iterator[tuple[list[FileResult], float]]:
+        """Yield ``(results, worker CPU seconds)`` per finished task, in completion order."""
+        queue = deque(
+            candidates[i : i + self.CHUNK] for i in range(0, len(candidates), self.CHUNK)
+        )
+        suspects: deque[Candidate] = deque()  # in flight when a worker died: retried alone
+        pending: dict[Future, list[Candidate]] = {}
+        while queue or suspects or pending:
+            isolated = bool(suspects)
+            if isolated:
+                candidate = suspects.popleft()
+                pending[self._executor().submit(_process_chunk, [candidate])] = [candidate]
+            else:
+                while queue and len(pending) < self.max_in_flight:
+                    chunk = queue.popleft()
+                    pending[self._executor().submit(_process_chunk, chunk)] = chunk
+                self.draining = not queue
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            lost: list[Candidate] = []
+            for future in done:
+                chunk = pending.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    lost += chunk
+            if not lost:
+                continue
+            self._restart()
+            if isolated:  # it ran alone: this file kills the decoder
+                (culprit,) = lost
+                error = "decoder crashed (its worker process died)"
+                yield [FileResult(culprit.path, culprit.size, culprit.mtime_ns, error=error)], 0.0
+            else:  # the pool took every task in flight down with it
+                for chunk in pending.values():
+                    lost += chunk
+                pending.clear()
+                suspects.extend(lost)
 
 
 def _prune(catalog: Catalog, roots: list[Path], seen: set[str]) -> int:

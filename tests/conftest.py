@@ -72,3 +72,15 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path):
     col.add([sample_dir], workers=2)
     yield col
     col.close()
+
+
+CRASH_SIZE = (13, 17)
+
+
+def preprocess_or_crash(image):
+    """The real preprocessing, except that a 13x17 image kills its worker process."""
+    if image.size == CRASH_SIZE:
+        os._exit(3)
+    from lookalike.features.efficientnet import preprocess
+
+    return preprocess(image)

@@ -44,9 +44,10 @@ def rmac(feature_map: np.ndarray, levels: int = 3) -> np.ndarray:
     normalised again. It keeps more of where things are than global averaging, which makes
     crops and partial views of a picture find it more often.
     """
-    fmap = np.asarray(feature_map, dtype=np.float32)
-    n, c, h, w = fmap.shape
+    # channels last, so each region's maximum runs over contiguous rows of C values
+    fmap = np.ascontiguousarray(np.asarray(feature_map, dtype=np.float32).transpose(0, 2, 3, 1))
+    n, h, w, c = fmap.shape
     total = np.zeros((n, c), dtype=np.float32)
     for top, left, side in rmac_regions(h, w, levels):
-        total += l2_normalize(fmap[:, :, top : top + side, left : left + side].max(axis=(2, 3)))
+        total += l2_normalize(fmap[:, top : top + side, left : left + side].max(axis=(1, 2)))
     return l2_normalize(total)
