@@ -84,13 +84,12 @@ class Hit:
 
 @dataclass(frozen=True)
 class NewContent:
-    """A freshly embedded image: its hash, original size and vector."""
+    """A newly seen image content: its hash and original size."""
 
     sha256: str
     width: int
     height: int
     format: str
-    vector: np.ndarray
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -156,15 +155,23 @@ class Catalog:
             (key, value),
         )
 
-    @property
-    def generation(self) -> int:
-        """A counter bumped by every transaction that changes the searchable vectors."""
-        return int(self.get_meta("generation", "0") or 0)
+    def generation(self, feature: str) -> int:
+        """A counter bumped by every transaction that changes ``feature``'s vectors."""
+        return int(self.get_meta(f"generation:{feature}", "0") or 0)
 
-    def bump_generation(self) -> int:
-        new = self.generation + 1
-        self.set_meta("generation", str(new))
-        return new
+    def bump_generation(self, features: Iterable[str] | None = None) -> None:
+        """Mark ``features`` (default: every feature with vectors) as changed."""
+        names = list(features) if features is not None else self.stored_features()
+        for name in names:
+            self.set_meta(f"generation:{name}", str(self.generation(name) + 1))
+
+    def stored_features(self) -> list[str]:
+        """Names of the features that have vectors or a generation counter."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT feature FROM vectors UNION "
+            "SELECT substr(key, 12) FROM meta WHERE key LIKE 'generation:%'"
+        ).fetchall()
+        return sorted(r[0] for r in rows)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -210,19 +217,47 @@ class Catalog:
             (path, size, mtime_ns, content_id, error, now, now),
         )
 
-    def insert_content(self, content: NewContent, feature: str) -> int:
-        """Store a new content and its vector; returns the content id."""
+    def insert_content(self, content: NewContent) -> int:
+        """Store a new content; returns its id (ids are never reused)."""
         cur = self.conn.execute(
             "INSERT INTO contents(sha256, width, height, format, created_at) VALUES (?,?,?,?,?)",
             (content.sha256, content.width, content.height, content.format, time.time()),
         )
-        content_id = int(cur.lastrowid)
-        vector = np.ascontiguousarray(content.vector, dtype=np.float32)
+        return int(cur.lastrowid)
+
+    def put_vector(self, content_id: int, feature: str, vector: np.ndarray) -> None:
+        """Store (or replace) the vector of ``feature`` for a content; any dtype, as bytes."""
         self.conn.execute(
-            "INSERT INTO vectors(content_id, feature, vector) VALUES (?, ?, ?)",
-            (content_id, feature, vector.tobytes()),
+            "INSERT OR REPLACE INTO vectors(content_id, feature, vector) VALUES (?, ?, ?)",
+            (content_id, feature, np.ascontiguousarray(vector).tobytes()),
         )
-        return content_id
+
+    def delete_vectors(self, feature: str) -> int:
+        """Drop every vector of ``feature``; returns how many."""
+        return self.conn.execute("DELETE FROM vectors WHERE feature = ?", (feature,)).rowcount
+
+    def features_by_content(self) -> dict[int, set[str]]:
+        """For every content id, the names of the features it has vectors for."""
+        out: dict[int, set[str]] = {}
+        for content_id, feature in self.conn.execute("SELECT content_id, feature FROM vectors"):
+            out.setdefault(content_id, set()).add(feature)
+        for (content_id,) in self.conn.execute("SELECT id FROM contents"):
+            out.setdefault(content_id, set())
+        return out
+
+    def files_of_contents(self, content_ids: Iterable[int]) -> dict[int, FileRow]:
+        """One file row (the first by path) for each content id that still has files."""
+        out: dict[int, FileRow] = {}
+        for chunk in _chunks(list(content_ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                "SELECT id, path, size, mtime_ns, content_id, error FROM files "
+                f"WHERE content_id IN ({marks}) ORDER BY path",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                out.setdefault(row[4], FileRow(*row))
+        return out
 
     def delete_files(self, file_ids: Iterable[int]) -> int:
         """Forget files; contents no file points at any more are dropped with their vectors."""
@@ -243,16 +278,18 @@ class Catalog:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def vectors(self, feature: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """All vectors of ``feature`` as ``(ids int64 [N], vectors float32 [N, dim])``."""
+    def vectors(
+        self, feature: str, dim: int, dtype: np.dtype | type = np.float32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors of ``feature`` as ``(ids int64 [N], vectors [N, dim] of dtype)``."""
         rows = self.conn.execute(
             "SELECT content_id, vector FROM vectors WHERE feature = ? ORDER BY content_id",
             (feature,),
         ).fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         if not rows:
-            return ids, np.zeros((0, dim), dtype=np.float32)
-        data = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            return ids, np.zeros((0, dim), dtype=dtype)
+        data = np.frombuffer(b"".join(r[1] for r in rows), dtype=dtype)
         return ids, data.reshape(len(rows), dim)
 
     def vector_ids(self, feature: str) -> np.ndarray:
@@ -262,8 +299,10 @@ class Catalog:
         ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def vectors_for(self, feature: str, dim: int, ids: Sequence[int]) -> np.ndarray:
-        """Vectors of ``feature`` for ``ids``, in that order, as float32 ``[len(ids), dim]``."""
+    def vectors_for(
+        self, feature: str, dim: int, ids: Sequence[int], dtype: np.dtype | type = np.float32
+    ) -> np.ndarray:
+        """Vectors of ``feature`` for ``ids``, in that order, as ``[len(ids), dim]`` of dtype."""
         found: dict[int, bytes] = {}
         for chunk in _chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
@@ -275,7 +314,7 @@ class Catalog:
                 ).fetchall()
             )
         data = b"".join(found[int(i)] for i in ids)
-        return np.frombuffer(data, dtype=np.float32).reshape(len(ids), dim)
+        return np.frombuffer(data, dtype=dtype).reshape(len(ids), dim)
 
     def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[Hit]]:
         """Files attached to each content id, in path order."""
@@ -318,12 +357,12 @@ class Catalog:
         ).fetchone()[0]
         if dup:
             problems.append(f"{dup} duplicated paths")
-        missing = self.conn.execute(
-            "SELECT count(*) FROM contents c LEFT JOIN vectors v ON v.content_id = c.id "
-            "WHERE v.content_id IS NULL"
+        orphans = self.conn.execute(
+            "SELECT count(*) FROM vectors v LEFT JOIN contents c ON c.id = v.content_id "
+            "WHERE c.id IS NULL"
         ).fetchone()[0]
-        if missing:
-            problems.append(f"{missing} contents without a vector")
+        if orphans:
+            problems.append(f"{orphans} vectors of contents that do not exist")
         dangling = self.conn.execute(
             "SELECT count(*) FROM files f LEFT JOIN contents c ON c.id = f.content_id "
             "WHERE f.content_id IS NOT NULL AND c.id IS NULL"

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lookalike.catalog import CatalogError
+from lookalike.features.base import METRICS
+from lookalike.features.registry import UnknownFeature
 from lookalike.images import ImageError
 from lookalike.lock import LockedError
 
@@ -61,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pixels", type=_positive_int, help="refuse images larger than this many pixels"
     )
+    p.add_argument(
+        "--features",
+        metavar="LIST",
+        help="descriptors to compute, e.g. deep,phash,color (sets them) or +pdq (adds one); "
+        "see `lookalike features`",
+    )
+    p.add_argument("--refit", action="store_true", help="fit learned codes (itq...) again")
 
     p = commands.add_parser("search", parents=[common], help="find images similar to a query")
     p.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files")
@@ -69,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--files", action="store_true", help="print matching paths only, one per line"
     )
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
+    p.add_argument("--feature", help="descriptor to compare (default: the index's first, deep)")
+    p.add_argument("--metric", help="compare under another metric: cosine, l2, chi2, intersection")
+    p.add_argument(
+        "--rerank", metavar="FEATURE", help="order a shortlist exactly by this feature (deep)"
+    )
+    p.add_argument(
+        "--shortlist", type=_positive_int, help="shortlist size for --rerank (max(100, 10k))"
+    )
 
     p = commands.add_parser("info", parents=[common], help="what the index holds")
     p.add_argument("--errors", action="store_true", help="list the files that failed")
@@ -77,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         "remove", parents=[common], help="forget files or whole folders (files stay on disk)"
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = commands.add_parser(
+        "features", parents=[common], help="the descriptors on offer: size, metric, speed"
+    )
+    p.add_argument(
+        "--no-speed", action="store_true", help="skip measuring encode speed (faster)"
+    )
 
     p = commands.add_parser(
         "demo", parents=[common], help="index built-in sample photos and search them"
@@ -114,16 +138,25 @@ def cmd_index(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 max_pixels=args.max_pixels,
                 progress=_progress(args),
+                features=args.features,
+                refit=args.refit,
             )
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, UnknownFeature) as exc:
             raise CommandError(str(exc)) from None
         info = col.info()
-    payload = report.as_dict() | {"images": info["images"], "index": info["path"]}
+    payload = report.as_dict() | {
+        "images": info["images"],
+        "index": info["path"],
+        "features": [f["name"] for f in info["features"]],
+    }
     lines = [
-        f"indexed {report.embedded} new, linked {report.linked} moved or copied, "
+        f"indexed {report.embedded} new, "
+        + (f"added features to {report.backfilled}, " if report.backfilled else "")
+        + f"linked {report.linked} moved or copied, "
         f"{report.unchanged} unchanged, {report.failed} failed, {report.pruned} pruned "
         f"in {report.seconds:.1f}s; {info['images']} images in {info['path']}"
     ]
+    lines += [f"  note: {note}" for note in report.notes]
     for path, error in report.errors[:20]:
         lines.append(f"  failed: {path}: {error}")
     if len(report.errors) > 20:
@@ -138,7 +171,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open(args, create=False, threads=args.threads) as col:
         for query in args.queries:
             try:
-                matches = col.search(query, k=args.k)
+                matches = col.search(
+                    query,
+                    k=args.k,
+                    feature=args.feature,
+                    metric=args.metric,
+                    rerank=args.rerank,
+                    shortlist=args.shortlist,
+                )
+            except UnknownFeature as exc:
+                raise CommandError(str(exc)) from None
             except ImageError as exc:
                 status = EXIT_ERROR
                 print(f"lookalike: cannot read query {query}: {exc.reason}", file=sys.stderr)
@@ -150,6 +192,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                     {
                         "path": m.path,
                         "score": round(m.score, 6),
+                        "distance": round(m.distance, 6),
                         "id": m.id,
                         "width": m.width,
                         "height": m.height,
@@ -190,9 +233,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"images:        {info['images']} ({info['unique_images']} unique)",
         f"errors:        {info['errors']}",
         f"model:         {info['model']}",
-        f"vector index:  {_size(info['index_bytes'])}",
+        f"search index:  {_size(info['index_bytes'])}",
         f"catalog:       {_size(info['catalog_bytes'])}",
+        "features:",
     ]
+    for f in info["features"]:
+        lines.append(
+            f"  {f['name']:<14} {f['metric']:<12} {f['images']:>8} images  "
+            f"{f['bytes_per_image']:>6} B/image  vectors {_size(f['vector_bytes']):>10}  "
+            f"index {_size(f['index_bytes']):>10}"
+        )
     lines += [f"  {p}: {e}" for p, e in errors]
     print("\n".join(lines))
     return EXIT_OK
@@ -213,6 +263,27 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_features(args: argparse.Namespace) -> int:
+    from lookalike.features.speed import feature_table
+
+    rows = feature_table(measure=not args.no_speed)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return EXIT_OK
+    print(f"{'name':<13} {'kind':<8} {'bytes/image':>11}  {'metric':<12} {'images/s':>9}  what")
+    for r in rows:
+        speed = f"{r['images_per_s']:.0f}" if r.get("images_per_s") else "-"
+        print(
+            f"{r['name']:<13} {r['kind']:<8} {r['bytes_per_image']:>11}  {r['metric']:<12} "
+            f"{speed:>9}  {r['description']}"
+        )
+    print("\nscore semantics (larger is closer):")
+    for metric, meaning in METRICS.items():
+        print(f"  {metric:<13} {meaning}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lookalike.demo import run_demo
 
@@ -224,6 +295,7 @@ COMMANDS = {
     "search": cmd_search,
     "info": cmd_info,
     "remove": cmd_remove,
+    "features": cmd_features,
     "demo": cmd_demo,
 }
 

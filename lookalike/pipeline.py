@@ -24,20 +24,20 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.catalog import Catalog, NewContent
+from lookalike.catalog import Catalog, FileRow, NewContent
 from lookalike.images import IMAGE_EXTENSIONS, ImageError, load_image, read_bytes
 
-Preprocess = Callable[..., np.ndarray]
+Preparer = Callable[..., np.ndarray]  # RGB image -> array, run in the workers
+Encode = Callable[[np.ndarray], np.ndarray]  # stacked prepared arrays -> stored vectors
 
 
-class Encoder:
-    """What the pipeline needs of a model (see ``lookalike.features.deep.DeepFeature``)."""
+@dataclass(frozen=True)
+class FeatureJob:
+    """One descriptor the run computes: its preparation in the workers, its batched encoding."""
 
     name: str
-    dim: int
-    input_size: int
-
-    def encode(self, pixels: np.ndarray) -> np.ndarray: ...  # pragma: no cover
+    prepare: Preparer
+    encode: Encode
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class FileResult:
     width: int = 0
     height: int = 0
     format: str = ""
-    pixels: np.ndarray | None = None
+    prepared: dict[str, np.ndarray] | None = None
 
 
 @dataclass
@@ -71,12 +71,14 @@ class IndexReport:
     scanned: int = 0
     unchanged: int = 0
     embedded: int = 0
+    backfilled: int = 0
     linked: int = 0
     failed: int = 0
     pruned: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. learned codes not fitted yet
     decode_cpu_s: float = 0.0  # CPU time the workers spent reading, hashing and decoding
     encode_cpu_s: float = 0.0  # CPU time of inference (all its threads)
 
@@ -85,12 +87,14 @@ class IndexReport:
             "scanned": self.scanned,
             "unchanged": self.unchanged,
             "embedded": self.embedded,
+            "backfilled": self.backfilled,
             "linked": self.linked,
             "failed": self.failed,
             "pruned": self.pruned,
             "seconds": round(self.seconds, 3),
             "errors": [{"path": p, "error": e} for p, e in self.errors],
             "interrupted": self.interrupted,
+            "notes": self.notes,
             "decode_cpu_s": round(self.decode_cpu_s, 3),
             "encode_cpu_s": round(self.encode_cpu_s, 3),
         }
@@ -129,22 +133,22 @@ def _stat(path: str) -> tuple[str, os.stat_result | None, str | None]:
 # -- workers -----------------------------------------------------------------------------------
 
 _known_hashes: frozenset[str] = frozenset()
-_preprocess: Preprocess | None = None
+_preparers: dict[str, Preparer] = {}
 _min_side = 448
 _max_pixels: int | None = None
 
 
 def _init_worker(
-    known: frozenset[str], preprocess: Preprocess, min_side: int, max_pixels: int | None
+    known: frozenset[str], preparers: dict[str, Preparer], min_side: int, max_pixels: int | None
 ) -> None:
-    global _known_hashes, _preprocess, _min_side, _max_pixels
-    _known_hashes, _preprocess, _min_side, _max_pixels = known, preprocess, min_side, max_pixels
+    global _known_hashes, _preparers, _min_side, _max_pixels
+    _known_hashes, _preparers, _min_side, _max_pixels = known, preparers, min_side, max_pixels
     # Ctrl+C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def process_file(candidate: Candidate) -> FileResult:
-    """Read, hash and (if the content is new) decode and preprocess one file."""
+    """Read, hash and (unless the content has every feature) decode and prepare one file."""
     result = FileResult(candidate.path, candidate.size, candidate.mtime_ns)
     try:
         data = read_bytes(candidate.path)
@@ -152,8 +156,7 @@ def process_file(candidate: Candidate) -> FileResult:
         if result.sha256 in _known_hashes:
             return result
         decoded = load_image(data, min_side=_min_side, max_pixels=_max_pixels)
-        assert _preprocess is not None
-        result.pixels = _preprocess(decoded.image)
+        result.prepared = {name: prepare(decoded.image) for name, prepare in _preparers.items()}
         result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
     except ImageError as exc:
         result.error = exc.reason
@@ -195,56 +198,77 @@ class _Writer:
     def __init__(
         self,
         catalog: Catalog,
-        load_encoder: Callable[[], Encoder],
-        feature: str,
+        jobs: list[FeatureJob],
         batch_size: int,
         report: IndexReport,
     ) -> None:
         self.catalog = catalog
-        self.load_encoder = load_encoder
-        self.feature = feature
+        self.jobs = jobs
         self.batch_size = batch_size
         self.report = report
         self.content_ids = catalog.content_ids_by_hash()
+        self.have = catalog.features_by_content()
         self.batch: dict[str, FileResult] = {}
         self.waiting: list[FileResult] = []  # links and errors, written with the next commit
-        self.encoder: Encoder | None = None
+
+    def missing(self, sha256: str) -> set[str]:
+        """Features the content with this hash still lacks (all of them if it is new)."""
+        content_id = self.content_ids.get(sha256)
+        wanted = {job.name for job in self.jobs}
+        return wanted if content_id is None else wanted - self.have.get(content_id, set())
+
+    def complete_hashes(self) -> frozenset[str]:
+        """Hashes of the contents that already have every feature of this run."""
+        return frozenset(sha for sha in self.content_ids if not self.missing(sha))
 
     def take(self, result: FileResult) -> None:
-        if result.error is None and result.pixels is not None:
-            if result.sha256 in self.content_ids or result.sha256 in self.batch:
-                result.pixels = None  # an identical file seen earlier in this run
-                self.waiting.append(result)
-            else:
-                self.batch[result.sha256] = result
-        else:
+        if (
+            result.prepared is not None
+            and result.sha256 not in self.batch
+            and self.missing(result.sha256)
+        ):
+            self.batch[result.sha256] = result
+        else:  # an error, or a content that is (or will be by this batch) complete: link only
+            result.prepared = None
             self.waiting.append(result)
         if len(self.batch) >= self.batch_size or len(self.waiting) >= 4 * self.batch_size:
             self.commit()
 
+    def _encode(self) -> dict[str, dict[str, np.ndarray]]:
+        """Vectors per feature, keyed by content hash, for what each content lacks."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for job in self.jobs:
+            needing = [r for r in self.batch.values() if job.name in self.missing(r.sha256)]
+            if not needing:
+                continue
+            started = time.process_time()
+            vectors = job.encode(np.stack([r.prepared[job.name] for r in needing]))
+            self.report.encode_cpu_s += time.process_time() - started
+            out[job.name] = {r.sha256: v for r, v in zip(needing, vectors, strict=True)}
+        return out
+
     def commit(self) -> None:
         if not self.batch and not self.waiting:
             return
-        vectors = None
-        if self.batch:
-            if self.encoder is None:
-                self.encoder = self.load_encoder()
-            pixels = np.stack([r.pixels for r in self.batch.values()])
-            started = time.process_time()
-            vectors = self.encoder.encode(pixels)
-            self.report.encode_cpu_s += time.process_time() - started
+        encoded = self._encode()
+        new = backfilled = 0
+        ids: dict[str, int] = {}  # content ids of this batch, new ones included
         with self.catalog.transaction():
-            if self.batch:
-                for result, vector in zip(self.batch.values(), vectors, strict=True):
-                    content = NewContent(
-                        result.sha256, result.width, result.height, result.format, vector
-                    )
-                    content_id = self.catalog.insert_content(content, self.feature)
-                    self.content_ids[result.sha256] = content_id
-                    self.catalog.upsert_file(
-                        result.path, result.size, result.mtime_ns, content_id=content_id
-                    )
-                self.catalog.bump_generation()
+            for sha, result in self.batch.items():
+                content_id = self.content_ids.get(sha)
+                if content_id is None:
+                    content = NewContent(sha, result.width, result.height, result.format)
+                    content_id = self.catalog.insert_content(content)
+                    new += 1
+                else:
+                    backfilled += 1
+                ids[sha] = content_id
+                for name, vectors in encoded.items():
+                    if sha in vectors:
+                        self.catalog.put_vector(content_id, name, vectors[sha])
+                self.catalog.upsert_file(
+                    result.path, result.size, result.mtime_ns, content_id=content_id
+                )
             for result in self.waiting:
                 if result.error is not None:
                     self.catalog.upsert_file(
@@ -255,9 +279,18 @@ class _Writer:
                         result.path,
                         result.size,
                         result.mtime_ns,
-                        content_id=self.content_ids[result.sha256],
+                        content_id=ids.get(result.sha256) or self.content_ids[result.sha256],
                     )
-        self.report.embedded += len(self.batch)
+            if encoded:
+                self.catalog.bump_generation(encoded)
+        # the transaction is committed: now the in-memory view may follow it
+        self.content_ids.update(ids)
+        for sha, content_id in ids.items():
+            self.have.setdefault(content_id, set()).update(
+                name for name, vectors in encoded.items() if sha in vectors
+            )
+        self.report.embedded += new
+        self.report.backfilled += backfilled
         for result in self.waiting:
             if result.error is not None:
                 self.report.failed += 1
@@ -272,9 +305,7 @@ def run_index(
     catalog: Catalog,
     roots: Iterable[Path],
     *,
-    load_encoder: Callable[[], Encoder],
-    feature: str,
-    preprocess: Preprocess,
+    jobs: list[FeatureJob],
     min_side: int,
     workers: int | None = None,
     batch_size: int = 32,
@@ -282,13 +313,18 @@ def run_index(
     prune: bool = False,
     progress: bool = False,
 ) -> IndexReport:
-    """Bring the catalog up to date with the image files under ``roots``."""
+    """Bring the catalog up to date with the image files under ``roots``.
+
+    New and changed files get every feature in ``jobs``; unchanged files whose content lacks
+    some of them are decoded once more to add what is missing.
+    """
     started = time.perf_counter()
     roots = [Path(r) for r in roots]
     report = IndexReport()
     known_files = catalog.files_by_path()
+    writer = _Writer(catalog, jobs, batch_size, report)
     candidates: list[Candidate] = []
-    scan_errors: list[FileResult] = []
+    unchanged: list[FileRow] = []
     seen: set[str] = set()
     for path, st, error in scan(roots):
         report.scanned += 1
@@ -296,26 +332,25 @@ def run_index(
         row = known_files.get(path)
         if error is not None:
             if row is None or row.error != error:
-                scan_errors.append(FileResult(path, 0, 0, error=error))
+                writer.take(FileResult(path, 0, 0, error=error))
             else:
                 report.unchanged += 1
             continue
         if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
             report.unchanged += 1
+            unchanged.append(row)
             continue
         candidates.append(Candidate(path, st.st_size, st.st_mtime_ns))
+    candidates += _incomplete(unchanged, writer)
 
-    writer = _Writer(catalog, load_encoder, feature, batch_size, report)
-    for result in scan_errors:
-        writer.take(result)
     try:
         if candidates:
             _run_workers(
                 candidates,
                 writer,
                 workers=workers or default_workers(),
-                known=frozenset(writer.content_ids),
-                preprocess=preprocess,
+                known=writer.complete_hashes(),
+                preparers={job.name: job.prepare for job in jobs},
                 min_side=min_side,
                 max_pixels=max_pixels,
                 progress=progress,
@@ -332,13 +367,25 @@ def run_index(
     return report
 
 
+def _incomplete(unchanged: list[FileRow], writer: _Writer) -> list[Candidate]:
+    """One unchanged file for each content that lacks a feature of this run."""
+    wanted = {job.name for job in writer.jobs}
+    out: dict[int, Candidate] = {}
+    for row in unchanged:
+        if row.content_id is None or row.content_id in out:
+            continue
+        if wanted - writer.have.get(row.content_id, set()):
+            out[row.content_id] = Candidate(row.path, row.size, row.mtime_ns)
+    return list(out.values())
+
+
 def _run_workers(
     candidates: list[Candidate],
     writer: _Writer,
     *,
     workers: int,
     known: frozenset[str],
-    preprocess: Preprocess,
+    preparers: dict[str, Preparer],
     min_side: int,
     max_pixels: int | None,
     progress: bool,
@@ -346,7 +393,7 @@ def _run_workers(
     from tqdm import tqdm
 
     bar = tqdm(total=len(candidates), unit="img", disable=not progress, dynamic_ncols=True)
-    decoder = DecodePool(workers, (known, preprocess, min_side, max_pixels))
+    decoder = DecodePool(workers, (known, preparers, min_side, max_pixels))
     full_batch = writer.batch_size
     try:
         for results, cpu_seconds in decoder.run(candidates):

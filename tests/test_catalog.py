@@ -11,15 +11,17 @@ import pytest
 from lookalike.catalog import SCHEMA_VERSION, Catalog, CatalogError, NewContent
 
 
-def _content(sha: str, value: float = 1.0) -> NewContent:
-    return NewContent(sha, 10, 20, "JPEG", np.full(4, value, dtype=np.float32))
+def _add(catalog: Catalog, sha: str, value: float = 1.0, feature: str = "deep") -> int:
+    content_id = catalog.insert_content(NewContent(sha, 10, 20, "JPEG"))
+    catalog.put_vector(content_id, feature, np.full(4, value, dtype=np.float32))
+    return content_id
 
 
 def test_new_catalog_is_at_current_schema(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     assert catalog.schema_version == SCHEMA_VERSION
     assert catalog.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert catalog.generation == 0
+    assert catalog.generation("deep") == 0
 
 
 def test_catalog_from_newer_lookalike_is_refused(tmp_path: Path) -> None:
@@ -46,8 +48,8 @@ def test_missing_catalog_without_create(tmp_path: Path) -> None:
 def test_vectors_files_and_orphans(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     with catalog.transaction():
-        a = catalog.insert_content(_content("a", 1.0), "deep")
-        b = catalog.insert_content(_content("b", 2.0), "deep")
+        a = _add(catalog, "a", 1.0)
+        b = _add(catalog, "b", 2.0)
         catalog.upsert_file("/x/a.jpg", 1, 1, content_id=a)
         catalog.upsert_file("/x/a-copy.jpg", 1, 1, content_id=a)
         catalog.upsert_file("/x/b.jpg", 2, 2, content_id=b)
@@ -84,7 +86,7 @@ def test_file_must_have_content_or_error(tmp_path: Path) -> None:
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
     catalog = Catalog(tmp_path / "c.sqlite")
     with pytest.raises(RuntimeError), catalog.transaction():
-        catalog.insert_content(_content("a"), "deep")
+        _add(catalog, "a")
         raise RuntimeError("boom")
     assert catalog.count_contents() == 0
 
@@ -95,7 +97,7 @@ def test_migrations_upgrade_an_older_catalog_in_place(tmp_path: Path, monkeypatc
     path = tmp_path / "c.sqlite"
     old = Catalog(path)
     with old.transaction():
-        content = old.insert_content(_content("a"), "deep")
+        content = _add(old, "a")
         old.upsert_file("/x/a.jpg", 1, 1, content_id=content)
     old.close()
 
@@ -125,3 +127,26 @@ def test_failed_migration_leaves_the_catalog_as_it_was(tmp_path: Path, monkeypat
     again = Catalog(path)
     assert again.schema_version == SCHEMA_VERSION
     assert "x" not in [row[1] for row in again.conn.execute("PRAGMA table_info(files)")]
+
+
+def test_features_generations_and_backfill_queries(tmp_path: Path) -> None:
+    catalog = Catalog(tmp_path / "c.sqlite")
+    with catalog.transaction():
+        a = _add(catalog, "a")
+        b = _add(catalog, "b")
+        catalog.put_vector(a, "phash", np.arange(8, dtype=np.uint8))
+        catalog.upsert_file("/x/b2.jpg", 1, 1, content_id=b)
+        catalog.upsert_file("/x/b1.jpg", 1, 1, content_id=b)
+        catalog.bump_generation(["deep", "phash"])
+    assert catalog.features_by_content() == {a: {"deep", "phash"}, b: {"deep"}}
+    assert catalog.stored_features() == ["deep", "phash"]
+    assert (catalog.generation("deep"), catalog.generation("phash")) == (1, 1)
+    with catalog.transaction():
+        catalog.bump_generation(["phash"])
+    assert (catalog.generation("deep"), catalog.generation("phash")) == (1, 2)
+    assert catalog.files_of_contents([b])[b].path == "/x/b1.jpg"
+    ids, codes = catalog.vectors("phash", 8, np.uint8)
+    assert ids.tolist() == [a] and codes.dtype == np.uint8 and codes[0].tolist() == list(range(8))
+    with catalog.transaction():
+        assert catalog.delete_vectors("phash") == 1
+    assert catalog.features_by_content()[a] == {"deep"}

@@ -52,7 +52,7 @@ def test_index_search_info_remove(capsys, photos: Path, db: str) -> None:
     assert [line["query"] for line in lines] == [q1, q2]
     first = lines[0]["results"]
     assert len(first) == 3
-    assert set(first[0]) == {"path", "score", "id", "width", "height"}
+    assert set(first[0]) == {"path", "score", "distance", "id", "width", "height"}
     assert first[0]["path"] == q1 and first[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [r["score"] for r in first] == sorted((r["score"] for r in first), reverse=True)
     assert lines[1]["results"][0]["path"] == q2
@@ -130,3 +130,28 @@ def test_console_script_and_env_db(photos: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0 and done.stdout.strip() == str(photos / "chelsea.jpg")
     assert (tmp_path / "env-index" / "catalog.sqlite").exists()
+
+
+def test_features_command_and_feature_search(capsys, photos: Path, db: str) -> None:
+    status, out, _ = run(capsys, "features", "--json", "--no-speed")
+    rows = [json.loads(line) for line in out.splitlines()]
+    names = [r["name"] for r in rows]
+    assert names[0] == "deep" and {"phash", "pdq", "color", "itq128"} <= set(names)
+    assert {r["name"]: r["bytes_per_image"] for r in rows}["pdq"] == 32
+    status, out, _ = run(capsys, "features", "--no-speed")
+    assert status == 0 and "hamming" in out and "score semantics" in out
+
+    status, out, _ = run(
+        capsys, "index", str(photos), "--db", db, "--features", "deep,dhash", "--json"
+    )
+    assert json.loads(out)["features"] == ["deep", "dhash"]
+    status, out, _ = run(
+        capsys, "search", "--json", "--feature", "dhash", str(photos / "rocket.jpg"), "--db", db
+    )
+    best = json.loads(out)["results"][0]
+    assert best["path"].endswith("rocket.jpg") and best["distance"] == 0 and best["score"] == 1
+    status, _, err = run(capsys, "search", "--feature", "pdq", str(photos / "rocket.jpg"),
+                         "--db", db)
+    assert status == 1 and "--features +pdq" in err
+    status, _, err = run(capsys, "index", str(photos), "--db", db, "--features", "sift")
+    assert status == 1 and "unknown feature" in err

@@ -190,7 +190,7 @@ def test_old_vector_index_file_is_brought_up_to_date(tmp_path: Path, photos: Pat
         assert col.info()["images"] == 9
         assert _paths(col.search(photos / "more" / "gen_0_0002.jpg", k=1)) == ["gen_0_0002.jpg"]
         assert "moon.jpg" not in _paths(col.search(photos / "coffee.jpg", k=20))
-        assert (folder / f"deep.g{col.catalog.generation}.faiss").exists()
+        assert (folder / f"deep.g{col.catalog.generation('deep')}.faiss").exists()
 
 
 def test_pil_queries_are_normalised_like_files(col, photos: Path, sample_photos) -> None:

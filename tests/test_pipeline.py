@@ -9,7 +9,7 @@ from conftest import CRASH_SIZE, make_images, preprocess_or_crash
 from PIL import Image
 
 import lookalike
-from lookalike.pipeline import run_index, scan
+from lookalike.pipeline import FeatureJob, run_index, scan
 
 
 def test_a_file_that_kills_its_decoder_is_an_error_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -17,12 +17,11 @@ def test_a_file_that_kills_its_decoder_is_an_error_and_the_run_goes_on(tmp_path:
     make_images(photos, 30, seed=7)
     Image.new("RGB", CRASH_SIZE, "red").save(photos / "gen_7_0015b.png")
     with lookalike.open(tmp_path / "index") as col:
+        job = FeatureJob("deep", preprocess_or_crash, lambda pixels: col.feature.encode(pixels))
         report = run_index(
             col.catalog,
             [photos],
-            load_encoder=lambda: col.feature,
-            feature="deep",
-            preprocess=preprocess_or_crash,
+            jobs=[job],
             min_side=448,
             workers=2,
             batch_size=8,

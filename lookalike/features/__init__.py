@@ -1,5 +1,5 @@
-"""Image descriptors, each behind the :class:`Feature` protocol."""
+"""Image descriptors, each behind the :class:`Feature` protocol; see ``registry`` for names."""
 
-from lookalike.features.base import Feature
+from lookalike.features.base import METRICS, ComputedFeature, Feature
 
-__all__ = ["Feature"]
+__all__ = ["METRICS", "ComputedFeature", "Feature"]

@@ -12,6 +12,8 @@ from lookalike.features.efficientnet import FEATURE_DIM, INPUT_SIZE, model_path,
 from lookalike.features.pooling import average_pool, rmac
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import onnxruntime as ort
     from PIL import Image
 
@@ -48,6 +50,8 @@ class DeepFeature:
     """
 
     name: str = "deep"
+    kind: str = "deep"
+    binary: bool = False
     dim: int = FEATURE_DIM
     dtype: np.dtype = np.dtype(np.float32)
     metric: str = "cosine"
@@ -64,6 +68,11 @@ class DeepFeature:
         self.session = session
         self.model_path = path
         self.pooling = pooling
+
+    @staticmethod
+    def preparer() -> Callable[[Image.Image], np.ndarray]:
+        """What the decode workers run: :func:`preprocess` (picklable)."""
+        return preprocess
 
     @staticmethod
     def preprocess(img: Image.Image) -> np.ndarray:

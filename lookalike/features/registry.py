@@ -1,0 +1,111 @@
+"""Every descriptor lookalike offers, by name, and how a feature list is read."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from lookalike.features.base import ComputedFeature
+
+DEFAULT = "deep"
+# Modules whose ``FEATURES`` tuple holds descriptors computed from pixels in the workers.
+PIXEL_MODULES = (
+    "lookalike.features.hashes",
+    "lookalike.features.color",
+    "lookalike.features.texture",
+    "lookalike.features.shape",
+)
+# Binary codes learned from the deep vectors of the collection itself (no decoding).
+LEARNED_BITS = {"itq64": 64, "itq128": 128, "itq256": 256}
+
+
+class UnknownFeature(ValueError):
+    """A feature name that lookalike does not offer."""
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """What a user needs to know to pick a descriptor."""
+
+    name: str
+    kind: str
+    dim: int  # values, or bits for binary codes
+    dtype: np.dtype
+    metric: str
+    description: str
+    source: str  # "model", "pixels" or "learned" (from the deep vectors)
+
+    @property
+    def binary(self) -> bool:
+        return self.metric == "hamming"
+
+    @property
+    def width(self) -> int:
+        """Array length per image: bytes for binary codes, values otherwise."""
+        return self.dim // 8 if self.binary else self.dim
+
+    @property
+    def bytes_per_image(self) -> int:
+        return self.width * self.dtype.itemsize
+
+
+DEEP = FeatureInfo(
+    "deep", "deep", 1280, np.dtype(np.float32), "cosine",
+    "EfficientNet-Lite0 (ImageNet) last feature map, R-MAC pooled, L2-normalised",
+    "model",
+)  # fmt: skip
+
+
+def pixel_features() -> dict[str, ComputedFeature]:
+    """The descriptors computed from pixels in the decode workers, by name."""
+    out: dict[str, ComputedFeature] = {}
+    for module in PIXEL_MODULES:
+        for feature in importlib.import_module(module).FEATURES:
+            out[feature.name] = feature
+    return out
+
+
+def all_features() -> dict[str, FeatureInfo]:
+    """Every descriptor, deep first, then pixel descriptors, then learned codes."""
+    out = {DEEP.name: DEEP}
+    for f in pixel_features().values():
+        out[f.name] = FeatureInfo(f.name, f.kind, f.dim, f.dtype, f.metric, f.description, "pixels")
+    for name, bits in LEARNED_BITS.items():
+        out[name] = FeatureInfo(
+            name, "learned", bits, np.dtype(np.uint8), "hamming",
+            f"{bits}-bit ITQ code of the deep vector, fitted on the collection (Gong & "
+            "Lazebnik 2011); a fast Hamming shortlist to re-rank with deep",
+            "learned",
+        )  # fmt: skip
+    return out
+
+
+def info(name: str) -> FeatureInfo:
+    """The descriptor called ``name``; UnknownFeature lists the valid names otherwise."""
+    features = all_features()
+    if name not in features:
+        raise UnknownFeature(f"unknown feature {name!r}; choose from {', '.join(features)}")
+    return features[name]
+
+
+def parse_feature_list(text: str, current: list[str]) -> list[str]:
+    """Read ``--features``: ``a,b`` sets the list, ``+a,b`` adds to ``current``.
+
+    Learned codes need the deep vectors, so they bring ``deep`` along.
+    """
+    text = text.strip()
+    adding = text.startswith("+")
+    names = [n.strip() for n in text.lstrip("+").split(",") if n.strip()]
+    if not names:
+        raise UnknownFeature("--features needs at least one feature name")
+    for name in names:
+        info(name)
+    chosen = list(current) if adding else []
+    for name in names:
+        if name not in chosen:
+            chosen.append(name)
+    if any(info(n).source == "learned" for n in chosen) and DEEP.name not in chosen:
+        chosen.insert(0, DEEP.name)
+    return chosen

@@ -1,0 +1,94 @@
+"""Exact Hamming search over packed binary codes with 64-bit ids (faiss), saved atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from lookalike.index.flat import _as_ids, _fsync_dir
+
+
+class BinaryIndex:
+    """Brute-force Hamming search over ``bits``-bit codes packed in uint8 [N, bits/8]."""
+
+    def __init__(self, bits: int, index: faiss.IndexBinary | None = None) -> None:
+        if bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+        self.bits = int(bits)
+        if index is None:
+            index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(self.bits))
+        if index.d != self.bits:
+            raise ValueError(f"index has {index.d} bits, expected {self.bits}")
+        self._index = index
+
+    @property
+    def code_bytes(self) -> int:
+        return self.bits // 8
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def _as_codes(self, codes: np.ndarray) -> np.ndarray:
+        array = np.asarray(codes)
+        if array.dtype != np.uint8:
+            raise ValueError(f"codes must be uint8 (packed bits), got {array.dtype}")
+        if array.ndim != 2 or array.shape[1] != self.code_bytes:
+            raise ValueError(
+                f"expected codes of shape (N, {self.code_bytes}) for {self.bits} bits, "
+                f"got {array.shape}"
+            )
+        return np.ascontiguousarray(array)
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Add codes under ids (the caller keeps ids unique)."""
+        ids = _as_ids(ids)
+        codes = self._as_codes(codes)
+        if len(ids) != len(codes):
+            raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
+        if len(ids):
+            self._index.add_with_ids(codes, ids)
+
+    def ids(self) -> np.ndarray:
+        """Every id in the index."""
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove codes by id; returns how many were removed."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return 0
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances int32 [Q, k], ids int64 [Q, k])``, nearest first; missing slots id -1."""
+        codes = self._as_codes(codes)
+        if k <= 0:
+            raise ValueError("k must be positive")
+        distances, ids = self._index.search(codes, k)
+        return distances.astype(np.int32, copy=False), ids.astype(np.int64, copy=False)
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temporary file in the same folder, fsync, rename."""
+        path = Path(path)
+        data = faiss.serialize_index_binary(self._index)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    @classmethod
+    def load(cls, path: Path, bits: int) -> BinaryIndex:
+        """Read an index written by :meth:`save`."""
+        data = np.fromfile(path, dtype=np.uint8)
+        return cls(bits, faiss.deserialize_index_binary(data))

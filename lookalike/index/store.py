@@ -1,0 +1,135 @@
+"""The search index of every feature of a collection, kept in step with the catalog.
+
+The catalog is the store of record; each feature's index is a cache saved as
+``NAME.gGENERATION.EXT`` for the catalog's generation counter of that feature. An older,
+missing or damaged file is brought up to date by adding and removing only the vectors that
+differ, so a crash between a commit and the index save costs a little work, never correctness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.catalog import Catalog
+from lookalike.features.registry import FeatureInfo, all_features
+from lookalike.index.exact import ExactIndex
+from lookalike.index.flat import FlatIndex
+
+
+def index_kind(info: FeatureInfo) -> str:
+    """``"binary"`` (Hamming, faiss), ``"flat"`` (inner product, faiss) or ``"exact"`` (numpy)."""
+    if info.binary:
+        return "binary"
+    return "flat" if info.metric == "cosine" else "exact"
+
+
+_EXTENSIONS = {"binary": ".bfaiss", "flat": ".faiss", "exact": ".npz"}
+
+
+def new_index(info: FeatureInfo, metric: str | None = None):
+    """An empty index for ``info`` (under ``metric`` if it differs from the feature's own)."""
+    metric = metric or info.metric
+    if info.binary:
+        from lookalike.index.binary import BinaryIndex
+
+        return BinaryIndex(info.dim)
+    if metric == "cosine":
+        return FlatIndex(info.width)
+    return ExactIndex(info.width, metric, info.dtype)
+
+
+def _load(path: Path, info: FeatureInfo):
+    kind = index_kind(info)
+    if kind == "binary":
+        from lookalike.index.binary import BinaryIndex
+
+        return BinaryIndex.load(path, info.dim)
+    if kind == "flat":
+        return FlatIndex.load(path, info.width)
+    return ExactIndex.load(path, info.width, info.metric, info.dtype)
+
+
+class IndexStore:
+    """Per-feature search indexes of one collection folder."""
+
+    def __init__(self, folder: Path, catalog: Catalog) -> None:
+        self.folder = folder
+        self.catalog = catalog
+        self._cache: dict[str, tuple[int, object]] = {}
+
+    def path(self, info: FeatureInfo, generation: int) -> Path:
+        return self.folder / f"{info.name}.g{generation}{_EXTENSIONS[index_kind(info)]}"
+
+    def files(self, name: str) -> list[tuple[int, Path]]:
+        """``(generation, path)`` of the index files of feature ``name``, newest first."""
+        found = []
+        for path in self.folder.glob(f"{name}.g*"):
+            number = path.name[len(name) + 2 :].split(".")[0]
+            if number.isdigit() and not path.name.endswith(".tmp"):
+                found.append((int(number), path))
+        return sorted(found, reverse=True)
+
+    def get(self, info: FeatureInfo):
+        """The index of ``info`` for the catalog's current generation of it."""
+        generation = self.catalog.generation(info.name)
+        cached = self._cache.get(info.name)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        index = self._read(self.path(info, generation), info)
+        if index is None:
+            index, generation = self._sync(info, cached[1] if cached else None)
+        self._cache[info.name] = (generation, index)
+        return index
+
+    def _read(self, path: Path, info: FeatureInfo):
+        try:
+            return _load(path, info)
+        except Exception:  # missing or damaged: the catalog can rebuild it
+            return None
+
+    def _sync(self, info: FeatureInfo, base) -> tuple[object, int]:
+        """Bring the newest usable index up to the catalog: add and remove what differs."""
+        if base is None:
+            for _, path in self.files(info.name):
+                base = self._read(path, info)
+                if base is not None:
+                    break
+        index = base if base is not None else new_index(info)
+        conn = self.catalog.conn
+        conn.execute("BEGIN")  # one read snapshot: generation and vectors agree
+        try:
+            generation = self.catalog.generation(info.name)
+            wanted = self.catalog.vector_ids(info.name)
+            present = index.ids()
+            stale = np.setdiff1d(present, wanted)
+            missing = np.setdiff1d(wanted, present)
+            vectors = self.catalog.vectors_for(
+                info.name, info.width, missing.tolist(), info.dtype
+            )
+        finally:
+            conn.execute("COMMIT")
+        index.remove(stale)
+        index.add(missing, vectors)
+        # a read-only index folder still searches, from memory
+        with contextlib.suppress(OSError):
+            index.save(self.path(info, generation))
+        return index, generation
+
+    def refresh(self, infos: list[FeatureInfo]) -> None:
+        """After a write: each feature's current index is on disk; older files are dropped."""
+        keep = set()
+        for info in infos:
+            current = self.path(info, self.catalog.generation(info.name))
+            if not current.exists():
+                self.get(info)
+            keep.add(current)
+        for name in all_features():
+            for stale in self.folder.glob(f"{name}.g*"):
+                if stale not in keep:  # older generations, dropped features, crash leftovers
+                    stale.unlink(missing_ok=True)
+
+    def bytes_on_disk(self, name: str) -> int:
+        return sum(path.stat().st_size for _, path in self.files(name))
