@@ -18,7 +18,7 @@ install() {
     fi
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev,demo]"
+    "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
     echo "$want" > "$stamp"
 }
 

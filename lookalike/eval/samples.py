@@ -23,7 +23,7 @@ def sample_photos() -> dict[str, Image.Image]:
         import skimage.data as data
     except ImportError as exc:
         raise SamplesUnavailable(
-            "the sample photos come from scikit-image: pip install 'lookalike[demo]'"
+            "the sample photos come from scikit-image: pip install scikit-image"
         ) from exc
     photos = {name: _to_rgb(getattr(data, name)()) for name in SAMPLE_NAMES}
     left, right, _ = data.stereo_motorcycle()
