@@ -415,10 +415,14 @@ class Collection:
         from lookalike.features.metrics import scores
 
         spec = self._searchable(name)
+        index = self.store.get(spec)
         rows_score, rows_distance, rows_ids = [], [], []
         for query, row in zip(queries, candidates, strict=True):
             ids = row[row >= 0]
-            vectors = self.catalog.vectors_for(name, spec.width, ids.tolist(), spec.dtype)
+            if hasattr(index, "vectors_of"):  # in memory already
+                vectors = index.vectors_of(ids)
+            else:
+                vectors = self.catalog.vectors_for(name, spec.width, ids.tolist(), spec.dtype)
             score, distance = scores(spec.metric, query[None], vectors)
             order = np.argsort(-score[0], kind="stable")
             pad = len(row) - len(ids)

@@ -165,12 +165,13 @@ class ITQ(_LinearBinaryCode):
         if iterations < 0:
             raise ValueError("iterations must be >= 0")
         mean, basis = _pca(_as_matrix(vectors), bits, "itq")
-        v = (vectors.astype(np.float64) - mean) @ basis  # [N, bits]
+        # the big products run in float32 (fast); the small bits x bits SVD in float64
+        v = ((vectors.astype(np.float64) - mean) @ basis).astype(np.float32)  # [N, bits]
         rng = np.random.default_rng(seed)
         rotation, _ = np.linalg.qr(rng.standard_normal((bits, bits)))
         for _ in range(iterations):
-            b = np.where(v @ rotation > 0, 1.0, -1.0)
+            b = np.where(v @ rotation.astype(np.float32) > 0, 1.0, -1.0).astype(np.float32)
             # orthogonal Procrustes: R = argmax tr(R^T V^T B) = U W^T for V^T B = U S W^T
-            u, _, wt = np.linalg.svd(v.T @ b)
+            u, _, wt = np.linalg.svd((v.T @ b).astype(np.float64))
             rotation = u @ wt
         return cls(bits, mean, basis @ rotation)

@@ -65,6 +65,13 @@ class FlatIndex:
         """Every id in the index."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
 
+    def vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors for ``ids`` (all must be present), in that order."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._index.reconstruct_batch(ids)
+
     def remove(self, ids: np.ndarray) -> int:
         """Remove vectors by id; returns how many were removed."""
         ids = _as_ids(ids)
