@@ -1,6 +1,6 @@
 """Run every benchmark and print one table: each figure beside its baseline or limit.
 
-    python -m bench [--photos DIR] [--quick] [--only indexing,search,copies]
+    python -m bench [--photos DIR] [--quick] [--only indexing,search,copies,features]
     ./run.sh bench [...]
 
 Results also go to ``bench/results/latest.json``. See ``bench/README.md``.
@@ -22,7 +22,7 @@ from bench.indexing import cores, large_jpegs
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-PARTS = ("indexing", "search", "copies")
+PARTS = ("indexing", "search", "copies", "features")
 
 Row = tuple[str, str, str, str]
 
@@ -331,12 +331,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(duplicates.json) as correct: identical content ties on score"
         )
 
+    descriptor_lines: list[str] = []
+    if "features" in parts:
+        from bench.features import RESULTS as FEATURES_RESULTS
+        from bench.features import measure_features, table_lines
+
+        print("descriptors: speed, copy recall, mAP, latency per feature ...", file=sys.stderr)
+        r = measure_features(two_stage=not args.quick)
+        results["features"] = r
+        descriptor_lines = table_lines(r)
+        if "skipped" in r:
+            rows.append(("(g) descriptors", "skipped", r["skipped"], ""))
+            print(f"features benchmark skipped: {r['skipped']}", file=sys.stderr)
+        else:
+            rows.append(("(g) descriptors", f"{len(r['rows'])} features", "table below", ""))
+            FEATURES_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            FEATURES_RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+
     results["seconds"] = time.perf_counter() - started
     print()
     print(f"lookalike benchmarks -- {cores()} cores, {results['seconds']:.0f} s")
     print(render(rows))
     for note in results["notes"]:
         print(f"note: {note}")
+    if descriptor_lines:
+        print()
+        print("\n".join(descriptor_lines))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {RESULTS.relative_to(REPO)}")

@@ -11,16 +11,16 @@ This module must stay cheap to import: :func:`preprocess` runs in decode worker 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from lookalike.atomic import write_atomic
 
 if TYPE_CHECKING:
     import onnx
@@ -111,28 +111,6 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def model_path() -> Path:
     """Path of the cached ONNX graph, building and caching it first if needed."""
     wpath = weights_path()
@@ -143,7 +121,7 @@ def model_path() -> Path:
     from lookalike.features.checkpoint import read_legacy_checkpoint
 
     model = build_efficientnet_lite0(read_legacy_checkpoint(wpath))
-    _atomic_write(path, model.SerializeToString())
+    write_atomic(path, model.SerializeToString())
     return path
 
 

@@ -10,12 +10,12 @@ Hamming distance (``METRICS["hamming"]``: score = 1 - distance / bits).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Self
 
 import numpy as np
+
+from lookalike.atomic import savez_atomic
 
 
 def _as_matrix(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -55,25 +55,6 @@ def _pca(vectors: np.ndarray, bits: int, name: str) -> tuple[np.ndarray, np.ndar
     signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(bits)])
     basis = basis * np.where(signs == 0, 1.0, signs)
     return mean, basis
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class _LinearBinaryCode:
@@ -120,7 +101,7 @@ class _LinearBinaryCode:
 
     def save(self, path: Path) -> None:
         """Write an .npz atomically (temporary file in the same folder, fsync, rename)."""
-        _atomic_savez(
+        savez_atomic(
             Path(path),
             kind=np.array(self.kind),
             bits=np.array(self.bits, dtype=np.int64),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from lookalike.index.flat import _as_ids, _fsync_dir
+from lookalike.atomic import write_atomic
+from lookalike.index.flat import _as_ids
 
 
 class BinaryIndex:
@@ -74,18 +73,7 @@ class BinaryIndex:
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, rename."""
         path = Path(path)
-        data = faiss.serialize_index_binary(self._index)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data.tobytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        write_atomic(path, faiss.serialize_index_binary(self._index).tobytes())
 
     @classmethod
     def load(cls, path: Path, bits: int) -> BinaryIndex:

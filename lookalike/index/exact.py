@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.atomic import savez_atomic
 
 
 class ExactIndex:
@@ -69,19 +68,7 @@ class ExactIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file, fsync, rename)."""
-        path = Path(path)
-        buffer = io.BytesIO()
-        np.savez(buffer, ids=self._ids, vectors=self._vectors, metric=self.metric)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buffer.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        savez_atomic(path, ids=self._ids, vectors=self._vectors, metric=np.array(self.metric))
 
     @classmethod
     def load(cls, path: Path, dim: int, metric: str, dtype: np.dtype | type) -> ExactIndex:

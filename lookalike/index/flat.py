@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
+
+from lookalike.atomic import write_atomic
 
 
 class VectorIndex(Protocol):
@@ -89,29 +89,10 @@ class FlatIndex:
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, rename."""
         path = Path(path)
-        data = faiss.serialize_index(self._index)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data.tobytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        write_atomic(path, faiss.serialize_index(self._index).tobytes())
 
     @classmethod
     def load(cls, path: Path, dim: int) -> FlatIndex:
         """Read an index written by :meth:`save`."""
         data = np.fromfile(path, dtype=np.uint8)
         return cls(dim, faiss.deserialize_index(data))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
