@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rerank", metavar="FEATURE", help="order a shortlist exactly by this feature (deep)"
     )
     p.add_argument(
-        "--shortlist", type=_positive_int, help="shortlist size for --rerank (max(100, 10k))"
+        "--shortlist", type=_positive_int, help="shortlist size for --rerank (max(200, 20k))"
     )
 
     p = commands.add_parser("info", parents=[common], help="what the index holds")

@@ -340,7 +340,7 @@ class Collection:
                 ``"intersection"``, ``"l2"`` for histograms; see ``lookalike.features.METRICS``).
             rerank: take a shortlist with ``feature``, then order it exactly by this feature
                 (e.g. ``feature="itq128", rerank="deep"``).
-            shortlist: shortlist size for ``rerank`` (default ``max(100, 10 * k)``).
+            shortlist: shortlist size for ``rerank`` (default ``max(200, 20 * k)``).
 
         Raises:
             ImageError: the query cannot be decoded.
@@ -381,7 +381,7 @@ class Collection:
         if rerank and rerank != feature:
             if rerank_vectors is None:
                 raise ValueError("rerank needs the query's vectors of the rerank feature")
-            want = min(len(index), shortlist or max(100, 10 * k))
+            want = min(len(index), shortlist or max(200, 20 * k))
         raw, ids = index.search(vectors, want)
         score, distance = score_and_distance(metric, raw, spec.dim)
         if rerank and rerank != feature:
