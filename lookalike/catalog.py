@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migration N brings a catalog from version N-1 to version N. Never edit a released migration;
 # append a new one and bump SCHEMA_VERSION.
@@ -51,6 +51,10 @@ MIGRATIONS: dict[int, str] = {
         vector     BLOB NOT NULL,
         PRIMARY KEY (content_id, feature)
     );
+    """,
+    # many features per image: find one feature's vectors without scanning the others
+    2: """
+    CREATE INDEX vectors_by_feature ON vectors(feature, content_id);
     """,
 }
 
@@ -166,9 +170,8 @@ class Catalog:
             self.set_meta(f"generation:{name}", str(self.generation(name) + 1))
 
     def stored_features(self) -> list[str]:
-        """Names of the features that have vectors or a generation counter."""
+        """Names of the features whose vectors the catalog keeps (those with a generation)."""
         rows = self.conn.execute(
-            "SELECT DISTINCT feature FROM vectors UNION "
             "SELECT substr(key, 12) FROM meta WHERE key LIKE 'generation:%'"
         ).fetchall()
         return sorted(r[0] for r in rows)
@@ -235,6 +238,11 @@ class Catalog:
     def delete_vectors(self, feature: str) -> int:
         """Drop every vector of ``feature``; returns how many."""
         return self.conn.execute("DELETE FROM vectors WHERE feature = ?", (feature,)).rowcount
+
+    def forget_feature(self, feature: str) -> None:
+        """Drop ``feature`` entirely: its vectors and its generation counter."""
+        self.delete_vectors(feature)
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (f"generation:{feature}",))
 
     def features_by_content(self) -> dict[int, set[str]]:
         """For every content id, the names of the features it has vectors for."""

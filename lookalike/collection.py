@@ -184,9 +184,7 @@ class Collection:
                 self.catalog.set_meta("model", MODEL_NAME)
                 self.catalog.set_meta("features", ",".join(chosen))
                 for name in dropped:
-                    self.catalog.delete_vectors(name)
-                if dropped:
-                    self.catalog.bump_generation(dropped)
+                    self.catalog.forget_feature(name)
             report = run_index(
                 self.catalog,
                 roots,
@@ -229,20 +227,23 @@ class Collection:
         from lookalike.features.itq import ITQ
 
         bits = LEARNED_BITS[name]
-        ids, deep = self.catalog.vectors(DEEP.name, DEEP.width)
+        ids = self.catalog.vector_ids(DEEP.name)
         model = None if refit else self._learned_model(name)
         refitted = model is None
         if refitted:
             if len(ids) < bits:
                 return [f"{name}: needs at least {bits} images to fit, the collection has "
                         f"{len(ids)}; it will be fitted once there are enough"]  # fmt: skip
+            ids, deep = self.catalog.vectors(DEEP.name, DEEP.width)
             model = ITQ.fit(deep, bits)
             self._learned.pop(name, None)
-        have = set() if refitted else set(self.catalog.vector_ids(name).tolist())
-        todo = np.array([i for i in ids.tolist() if i not in have], dtype=np.int64)
-        if not len(todo):
-            return []
-        codes = model.encode(deep[np.isin(ids, todo)])
+            todo = ids
+        else:
+            todo = np.setdiff1d(ids, self.catalog.vector_ids(name))
+            if not len(todo):
+                return []
+            deep = self.catalog.vectors_for(DEEP.name, DEEP.width, todo.tolist())
+        codes = model.encode(deep)
         model_file = self.folder / f"{name}.model{self.catalog.generation(name) + 1}.npz"
         if refitted:
             model.save(model_file)

@@ -63,7 +63,10 @@ def test_vectors_files_and_orphans(tmp_path: Path) -> None:
     hits = catalog.hits_for_contents([a])
     assert [h.path for h in hits[a]] == ["/x/a-copy.jpg", "/x/a.jpg"]
     assert {r.path for r in catalog.files_under("/x")} == {
-        "/x/a.jpg", "/x/a-copy.jpg", "/x/b.jpg", "/x/bad.jpg"
+        "/x/a.jpg",
+        "/x/a-copy.jpg",
+        "/x/b.jpg",
+        "/x/bad.jpg",
     }
     assert catalog.files_under("/x/a.jpg")[0].content_id == a
     # "/x/a" is not a folder prefix of "/x/a.jpg"
@@ -150,3 +153,28 @@ def test_features_generations_and_backfill_queries(tmp_path: Path) -> None:
     with catalog.transaction():
         assert catalog.delete_vectors("phash") == 1
     assert catalog.features_by_content()[a] == {"deep"}
+
+
+def test_version_1_catalog_gains_the_feature_index(tmp_path: Path, monkeypatch) -> None:
+    import lookalike.catalog as catalog_module
+
+    path = tmp_path / "c.sqlite"
+    monkeypatch.setattr(catalog_module, "SCHEMA_VERSION", 1)
+    old = Catalog(path)
+    with old.transaction():
+        content = _add(old, "a")
+        old.upsert_file("/x/a.jpg", 1, 1, content_id=content)
+    old.close()
+    monkeypatch.undo()
+    current = Catalog(path)
+    assert current.schema_version == SCHEMA_VERSION >= 2
+    indexes = [r[1] for r in current.conn.execute("PRAGMA index_list(vectors)")]
+    assert "vectors_by_feature" in indexes
+    plan = " ".join(
+        str(r)
+        for r in current.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT content_id FROM vectors WHERE feature = 'deep'"
+        )
+    )
+    assert "vectors_by_feature" in plan
+    assert current.vector_ids("deep").tolist() == [content]
