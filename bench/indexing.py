@@ -144,7 +144,7 @@ def measure_model(pixels: np.ndarray, threads: int, batch: int = 32, batches: in
 
 def measure_worker_cost(paths: list[str], min_side: int = 448) -> tuple[dict, np.ndarray]:
     """What a pipeline worker spends per file, in this process; also returns the pixels."""
-    pipeline._init_worker(frozenset(), preprocess, min_side, None)
+    pipeline._init_worker(frozenset(), {"deep": preprocess}, min_side, None)
     candidates = []
     for p in paths:
         st = os.stat(p)
@@ -154,7 +154,7 @@ def measure_worker_cost(paths: list[str], min_side: int = 448) -> tuple[dict, np
     results = [pipeline.process_file(c) for c in candidates]
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     errors = [r.error for r in results if r.error]
-    pixels = np.stack([r.pixels for r in results if r.pixels is not None])
+    pixels = np.stack([r.prepared["deep"] for r in results if r.prepared is not None])
     return {
         "images": len(paths),
         "errors": len(errors),
