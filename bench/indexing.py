@@ -25,6 +25,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,7 +145,9 @@ def measure_model(pixels: np.ndarray, threads: int, batch: int = 32, batches: in
 
 def measure_worker_cost(paths: list[str], min_side: int = 448) -> tuple[dict, np.ndarray]:
     """What a pipeline worker spends per file, in this process; also returns the pixels."""
+    ctrl_c = signal.getsignal(signal.SIGINT)
     pipeline._init_worker(frozenset(), {"deep": preprocess}, min_side, None)
+    signal.signal(signal.SIGINT, ctrl_c)  # a worker ignores Ctrl+C; this process must not
     candidates = []
     for p in paths:
         st = os.stat(p)

@@ -74,19 +74,23 @@ def test_kill_9_then_resume(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path) -> None:
     photos, db = tmp_path / "photos", tmp_path / "index"
-    make_images(photos, 200, seed=4, size=320)
-    proc = subprocess.Popen(_index_command(photos, db), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    make_images(photos, 400, seed=4, size=400)
+    proc = subprocess.Popen(
+        _index_command(photos, db), start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+        # as from a shell: Ctrl+C handled, whatever this test process does with SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while _committed(db) < 16 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl+C: the whole group
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"finished before Ctrl+C? {_committed(db)} committed; {err}"
     assert "interrupted" in err and "Traceback" not in err
     kept = _committed(db)
-    assert 16 <= kept < 200
+    assert 16 <= kept < 400
     done = subprocess.run(_index_command(photos, db) + ["--json"], capture_output=True, text=True)
     assert done.returncode == 0 and '"failed": 0' in done.stdout
     with lookalike.open(db, create=False) as col:
-        assert col.info()["images"] == 200 and col.verify() == []
+        assert col.info()["images"] == 400 and col.verify() == []
