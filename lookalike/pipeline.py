@@ -42,11 +42,13 @@ class FeatureJob:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A file found by the scanner that must be (re)read."""
+    """A file found by the scanner that must be (re)read, and which features it needs."""
 
     path: str
     size: int
     mtime_ns: int
+    features: tuple[str, ...] | None = None  # None: every feature of the run
+    sha256: str | None = None  # the content expected; if the file changed, all features
 
 
 @dataclass
@@ -156,7 +158,9 @@ def process_file(candidate: Candidate) -> FileResult:
         if result.sha256 in _known_hashes:
             return result
         decoded = load_image(data, min_side=_min_side, max_pixels=_max_pixels)
-        result.prepared = {name: prepare(decoded.image) for name, prepare in _preparers.items()}
+        same = candidate.sha256 is None or candidate.sha256 == result.sha256
+        wanted = candidate.features if candidate.features and same else tuple(_preparers)
+        result.prepared = {name: _preparers[name](decoded.image) for name in wanted}
         result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
     except ImageError as exc:
         result.error = exc.reason
@@ -238,7 +242,11 @@ class _Writer:
         """Vectors per feature, keyed by content hash, for what each content lacks."""
         out: dict[str, dict[str, np.ndarray]] = {}
         for job in self.jobs:
-            needing = [r for r in self.batch.values() if job.name in self.missing(r.sha256)]
+            needing = [
+                r
+                for r in self.batch.values()
+                if job.name in self.missing(r.sha256) and job.name in r.prepared
+            ]
             if not needing:
                 continue
             started = time.process_time()
@@ -370,12 +378,17 @@ def run_index(
 def _incomplete(unchanged: list[FileRow], writer: _Writer) -> list[Candidate]:
     """One unchanged file for each content that lacks a feature of this run."""
     wanted = {job.name for job in writer.jobs}
+    hashes = {content_id: sha for sha, content_id in writer.content_ids.items()}
     out: dict[int, Candidate] = {}
     for row in unchanged:
         if row.content_id is None or row.content_id in out:
             continue
-        if wanted - writer.have.get(row.content_id, set()):
-            out[row.content_id] = Candidate(row.path, row.size, row.mtime_ns)
+        missing = wanted - writer.have.get(row.content_id, set())
+        if missing:
+            features = tuple(sorted(missing))
+            out[row.content_id] = Candidate(
+                row.path, row.size, row.mtime_ns, features, hashes[row.content_id]
+            )
     return list(out.values())
 
 

@@ -45,3 +45,26 @@ def test_scan_skips_hidden_folders_and_other_files(tmp_path: Path) -> None:
     # a file named directly is taken whatever its name
     ((path, st, error),) = list(scan([tmp_path / "notes.txt"]))
     assert error is None and st.st_size == 5
+
+
+def test_backfill_prepares_only_missing_features_unless_the_file_changed(tmp_path: Path) -> None:
+    from lookalike import pipeline
+    from lookalike.features.efficientnet import preprocess
+    from lookalike.features.hashes import PHASH
+
+    (path,) = make_images(tmp_path, 1, seed=5)
+    pipeline._init_worker(frozenset(), {"deep": preprocess, "phash": PHASH.compute}, 448, None)
+    try:
+        st = os.stat(path)
+        first = pipeline.process_file(pipeline.Candidate(str(path), st.st_size, st.st_mtime_ns))
+        assert set(first.prepared) == {"deep", "phash"}
+        backfill = pipeline.Candidate(
+            str(path), st.st_size, st.st_mtime_ns, ("phash",), first.sha256
+        )
+        assert set(pipeline.process_file(backfill).prepared) == {"phash"}
+        changed = pipeline.Candidate(str(path), st.st_size, st.st_mtime_ns, ("phash",), "0" * 64)
+        assert set(pipeline.process_file(changed).prepared) == {"deep", "phash"}
+    finally:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
