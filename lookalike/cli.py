@@ -96,6 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
 
     p = commands.add_parser(
+        "check", parents=[common], help="is this picture a copy of one in the index? (verdict)"
+    )
+    p.add_argument("queries", nargs="+", metavar="IMAGE", help="suspect image files")
+    p.add_argument("-k", type=_positive_int, default=10, help="candidates per region (10)")
+
+    p = commands.add_parser("dups", parents=[common], help="groups of duplicate images")
+    p.add_argument(
+        "--preset",
+        choices=("exact", "near", "similar"),
+        default="near",
+        help="exact: same bytes; near: resized or recompressed copies (default); similar: "
+        "same scene",
+    )
+    p.add_argument("--threshold", type=float, help="cosine similarity to link two images")
+    p.add_argument("--html", metavar="FILE", help="write an offline HTML report")
+    p.add_argument(
+        "--to-remove", action="store_true", help="print the files to drop, one per line"
+    )
+    p.add_argument(
+        "--move-to", metavar="DIR", help="move the files to drop into DIR (never deletes)"
+    )
+
+    p = commands.add_parser(
         "features", parents=[common], help="the descriptors on offer: size, metric, speed"
     )
     p.add_argument(
@@ -263,6 +286,95 @@ def cmd_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from lookalike.check import check_copy
+
+    status = EXIT_OK
+    with _open(args, create=False) as col:
+        for query in args.queries:
+            try:
+                result = check_copy(col, query, k=args.k)
+            except ImageError as exc:
+                status = EXIT_ERROR
+                print(f"lookalike: cannot read query {query}: {exc.reason}", file=sys.stderr)
+                if args.json:
+                    print(json.dumps({"query": query, "error": exc.reason, "verdict": None}))
+                continue
+            match = result.match
+            if args.json:
+                payload = {
+                    "query": query,
+                    "verdict": result.verdict,
+                    "match": None
+                    if match is None or result.verdict != "copy"
+                    else {"path": match.path, "id": match.id, "score": round(result.score, 6)},
+                    "score": round(result.score, 6),
+                    "evidence": result.evidence,
+                }
+                print(json.dumps(payload, ensure_ascii=False, default=_jsonable))
+            elif result.verdict == "copy":
+                print(f"{query}: copy of {match.path} (score {result.score:.3f}; "
+                      f"{_evidence_text(result.evidence)})")
+            else:
+                print(f"{query}: no copy found (score {result.score:.3f})")
+    return status
+
+
+def _evidence_text(evidence: dict) -> str:
+    parts = []
+    if "inliers" in evidence:
+        parts.append(f"{evidence['inliers']} matching points")
+    if "transform" in evidence:
+        parts.append(str(evidence["transform"]))
+    if "cosine" in evidence:
+        parts.append(f"similarity {evidence['cosine']:.3f}")
+    return ", ".join(parts)
+
+
+def _jsonable(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    return str(value)
+
+
+def cmd_dups(args: argparse.Namespace) -> int:
+    from lookalike.dups import find_duplicates, move_files, write_html_report
+
+    with _open(args, create=False) as col:
+        try:
+            groups = find_duplicates(col, preset=args.preset, threshold=args.threshold)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    if args.html:
+        write_html_report(groups, Path(args.html))
+    moved = []
+    if args.move_to:
+        moved = move_files([f for g in groups for f in g.to_remove], Path(args.move_to))
+    if args.to_remove:
+        for group in groups:
+            for f in group.to_remove:
+                print(f["path"])
+    elif args.json:
+        for group in groups:
+            print(json.dumps(group.as_dict(), ensure_ascii=False, default=_jsonable))
+    else:
+        files = sum(len(g.files) for g in groups)
+        print(f"{len(groups)} groups of duplicates ({args.preset}), {files} files")
+        for n, group in enumerate(groups, 1):
+            print(f"group {n} (similarity >= {group.score:.3f}):")
+            for f in group.files:
+                mark = "keep" if f == group.keeper else "    "
+                print(f"  {mark}  {f['width']}x{f['height']}  {f['path']}")
+    if args.html and not args.quiet:
+        print(f"report: {args.html}", file=sys.stderr)
+    for src, dst in moved:
+        if not args.quiet:
+            print(f"moved {src} -> {dst}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_features(args: argparse.Namespace) -> int:
     from lookalike.features.speed import feature_table
 
@@ -296,6 +408,8 @@ COMMANDS = {
     "info": cmd_info,
     "remove": cmd_remove,
     "features": cmd_features,
+    "check": cmd_check,
+    "dups": cmd_dups,
     "demo": cmd_demo,
 }
 

@@ -155,3 +155,21 @@ def test_features_command_and_feature_search(capsys, photos: Path, db: str) -> N
     assert status == 1 and "--features +pdq" in err
     status, _, err = run(capsys, "index", str(photos), "--db", db, "--features", "sift")
     assert status == 1 and "unknown feature" in err
+
+
+def test_dups_command(capsys, photos: Path, db: str, tmp_path: Path) -> None:
+    shutil.copy(photos / "coffee.jpg", photos / "coffee-copy.jpg")
+    run(capsys, "index", str(photos), "--db", db, "-q")
+    status, out, _ = run(capsys, "dups", "--db", db, "--preset", "exact", "--to-remove")
+    assert status == 0 and out.splitlines() == [str(photos / "coffee-copy.jpg")]
+    status, out, _ = run(capsys, "dups", "--db", db, "--json")
+    (group,) = [json.loads(line) for line in out.splitlines()]
+    assert group["keeper"]["path"] == str(photos / "coffee.jpg")
+    report = tmp_path / "report.html"
+    status, out, _ = run(capsys, "dups", "--db", db, "--html", str(report))
+    assert status == 0 and "1 groups" in out and "keep" in out
+    assert "data:image/jpeg;base64" in report.read_text()
+    moved = tmp_path / "moved"
+    status, _, _ = run(capsys, "dups", "--db", db, "--move-to", str(moved), "-q")
+    assert (moved / "coffee-copy.jpg").exists() and not (photos / "coffee-copy.jpg").exists()
+    assert (photos / "coffee.jpg").exists()  # the keeper stays

@@ -1,0 +1,362 @@
+"""Find duplicate and near-duplicate images in a collection, report them, move the extras.
+
+Example::
+
+    import lookalike
+    from lookalike.dups import find_duplicates, move_files, write_html_report
+
+    col = lookalike.open("~/my-index")
+    groups = find_duplicates(col, "near")
+    write_html_report(groups, "dups.html")
+    move_files([f for g in groups for f in g.to_remove], "~/dups-review")
+
+Presets (cosine similarity of the L2-normalised 1280-d ``deep`` vectors):
+
+* ``exact``: files with byte-identical content (same SHA-256); no vectors are read.
+* ``near`` (0.95): exact copies plus resized / recompressed / re-encoded copies.
+* ``similar`` (0.85): also the same scene or product shot from a slightly different view.
+
+Thresholds measured on the evaluation data sets (``../shared/datasets``, every image indexed,
+``k=10``; "found" = natural duplicate clusters of ``duplicates.json`` whose files all land in
+one group; "extra" = groups holding no listed duplicate pair):
+
+* mfood7 (1,494 contents, 28 clusters; the lowest similarity inside a listed cluster is
+  0.951, median 0.995): 0.97: 25/28 found, 2 extra | 0.95: 28/28, 9 extra (max group 5) |
+  0.94: 28/28, 21 extra | 0.92: 28/28, 34 extra | 0.85: 28/28, 76 extra (max group 8).
+  Looked at by eye, all 9 extras at 0.95 are real unlisted copies (crops, re-encodes);
+  between 0.90 and 0.94 they become re-shoots of the same dish (the ``similar`` kind).
+* web_animals4 (1,691 contents, 1 pair at 1.0): found at every threshold; extra groups:
+  0.95: 2 (a mirrored copy and a near-identical one) | 0.92: 6 | 0.85: 25 (max group 7).
+
+Speed (2 cores, ``k=10``): 10,000 synthetic 1280-d vectors through :func:`similarity_groups`
+in 1.0 s; :func:`find_duplicates` on a 10,000-file catalog in 1.0 s (``exact``: 0.02 s).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PRESETS: dict[str, float | None] = {"exact": None, "near": 0.95, "similar": 0.85}
+THUMB_SIZE = 160
+DEEP_FEATURE = "deep"
+
+FileInfo = dict
+
+
+@dataclass
+class DupGroup:
+    """A set of files that show the same image; ``keeper`` is the one to keep."""
+
+    files: list[FileInfo]
+    score: float  # the lowest similarity between two members (1.0 for exact copies)
+    keeper: FileInfo = field(init=False)
+    to_remove: list[FileInfo] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.files = sorted(self.files, key=_keep_order)
+        self.keeper = self.files[0]
+        self.to_remove = self.files[1:]
+
+    def as_dict(self) -> dict:
+        return {"score": self.score, "keeper": self.keeper, "to_remove": self.to_remove}
+
+
+def _keep_order(f: Mapping) -> tuple:
+    """Sort key, best keeper first: resolution, file size, oldest mtime, shortest path."""
+    pixels = int(f.get("width") or 0) * int(f.get("height") or 0)
+    return (-pixels, -int(f.get("size") or 0), int(f.get("mtime_ns") or 0), len(f["path"]),
+            f["path"])  # fmt: skip
+
+
+# -- the graph part: vectors in, groups out ---------------------------------------------------
+
+
+def similarity_groups(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    threshold: float,
+    k: int = 10,
+    block: int = 1024,
+) -> list[tuple[np.ndarray, float]]:
+    """Connected components of the kNN graph whose edges have cosine >= ``threshold``.
+
+    Args:
+        ids: ``[N]`` integer ids of the vectors.
+        vectors: ``[N, D]`` vectors (normalised here to unit length).
+        threshold: the lowest cosine similarity that links two vectors.
+        k: neighbours looked up per vector (a group member needs a link within its ``k``
+            nearest; larger ``k`` finds larger groups of copies).
+        block: queries per faiss search call.
+
+    Returns:
+        ``(member ids, min pairwise similarity)`` for every component of two or more,
+        largest group first.
+    """
+    import faiss
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    n = len(ids)
+    if n < 2:
+        return []
+    x = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+    faiss.normalize_L2(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    kk = min(k + 1, n)  # the query itself is among its neighbours
+    rows, cols = [], []
+    for start in range(0, n, block):
+        scores, nbrs = index.search(x[start : start + block], kk)
+        keep = (scores >= threshold) & (nbrs >= 0)
+        q = np.broadcast_to(np.arange(start, start + len(nbrs))[:, None], nbrs.shape)
+        keep &= nbrs != q
+        rows.append(q[keep])
+        cols.append(nbrs[keep])
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    if not len(r):
+        return []
+    graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
+    _, labels = connected_components(graph, directed=True, connection="weak")
+    sizes = np.bincount(labels)
+    members = np.flatnonzero(sizes[labels] >= 2)
+    order = members[np.argsort(labels[members], kind="stable")]
+    splits = np.flatnonzero(np.diff(labels[order])) + 1
+    out = []
+    for part in np.split(order, splits):
+        sub = x[part]
+        score = float(np.clip((sub @ sub.T).min(), -1.0, 1.0))
+        out.append((ids[part], score))
+    out.sort(key=lambda item: (-len(item[0]), -item[1]))
+    return out
+
+
+# -- whole collections ------------------------------------------------------------------------
+
+
+def _file_table(col) -> dict[int, list[FileInfo]]:
+    """Every indexed file as a dict, by content id."""
+    rows = col.catalog.conn.execute(
+        "SELECT f.id, f.path, f.size, f.mtime_ns, f.added_at, f.content_id, c.width, c.height "
+        "FROM files f JOIN contents c ON c.id = f.content_id ORDER BY f.path"
+    ).fetchall()
+    out: dict[int, list[FileInfo]] = {}
+    for fid, path, size, mtime_ns, added_at, cid, width, height in rows:
+        out.setdefault(cid, []).append(
+            {
+                "id": fid,
+                "path": path,
+                "size": size,
+                "width": width,
+                "height": height,
+                "mtime_ns": mtime_ns,
+                "mtime": mtime_ns / 1e9,
+                "added": added_at,
+                "content_id": cid,
+            }
+        )
+    return out
+
+
+def find_duplicates(
+    col, preset: str = "near", threshold: float | None = None, k: int = 10
+) -> list[DupGroup]:
+    """Groups of duplicate files in the collection ``col``, largest first.
+
+    Args:
+        col: an open :class:`lookalike.collection.Collection`.
+        preset: ``"exact"`` (same bytes), ``"near"`` or ``"similar"`` (see module doc).
+        threshold: cosine similarity overriding the preset's (ignored for ``"exact"``).
+        k: neighbours per image in the kNN graph.
+
+    Raises:
+        ValueError: unknown preset, or no deep vectors in a collection for near/similar.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    files = _file_table(col)
+    if preset == "exact":
+        groups = [DupGroup(fs, 1.0) for fs in files.values() if len(fs) > 1]
+        groups.sort(key=lambda g: (-len(g.files), g.keeper["path"]))
+        return groups
+    limit = threshold if threshold is not None else PRESETS[preset]
+    if DEEP_FEATURE not in col.features:
+        raise ValueError("near/similar duplicates need the 'deep' feature in the collection")
+    from lookalike.features.registry import info
+
+    spec = info(DEEP_FEATURE)
+    ids, vectors = col.catalog.vectors(DEEP_FEATURE, spec.dim, spec.dtype)
+    present = np.fromiter((i in files for i in ids), dtype=bool, count=len(ids))
+    ids, vectors = ids[present], vectors[present]
+    groups = []
+    grouped: set[int] = set()
+    for members, score in similarity_groups(ids, vectors, float(limit), k=k):
+        grouped.update(int(m) for m in members)
+        # byte-identical copies inside a group are similarity 1; the group's min still holds
+        groups.append(DupGroup([f for m in members for f in files[int(m)]], score))
+    groups += [DupGroup(fs, 1.0) for cid, fs in files.items() if len(fs) > 1 and cid not in grouped]
+    groups.sort(key=lambda g: (-len(g.files), -g.score, g.keeper["path"]))
+    return groups
+
+
+# -- the HTML report --------------------------------------------------------------------------
+
+
+def _thumbnail_uri(path: str, size: int = THUMB_SIZE) -> str | None:
+    """A base64 JPEG data URI of the image at ``path`` fitted in ``size`` px, or None."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (size, size))
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((size, size))
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+    except Exception:  # noqa: BLE001 - a missing or broken file gets a placeholder
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _human_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#f6f6f6;color:#222}
+h1{font-size:1.4em} .summary{color:#555}
+.group{background:#fff;border:1px solid #ddd;border-radius:6px;margin:1em 0;padding:.8em}
+.group h2{font-size:1em;margin:0 0 .6em}
+.files{display:flex;flex-wrap:wrap;gap:.8em}
+.file{width:180px;border:2px solid #ccc;border-radius:4px;padding:6px;font-size:12px;
+  word-break:break-all;background:#fafafa}
+.file.keep{border-color:#2a9d2a;background:#eefbea}
+.file.remove{border-color:#d9534f}
+.thumb{width:160px;height:160px;display:flex;align-items:center;justify-content:center;
+  background:#eee;margin-bottom:4px}
+.thumb img{max-width:160px;max-height:160px}
+.tag{font-weight:bold;font-size:11px;text-transform:uppercase}
+.keep .tag{color:#2a9d2a} .remove .tag{color:#d9534f}
+"""
+
+
+def write_html_report(groups: Iterable[DupGroup], path: str | os.PathLike) -> Path:
+    """Write a self-contained HTML page (inline CSS, embedded thumbnails) of ``groups``."""
+    groups = list(groups)
+    esc = html.escape
+    removable = sum(len(g.to_remove) for g in groups)
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<title>lookalike duplicates</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Duplicate images</h1>",
+        f"<p class='summary'>{len(groups)} groups, {removable} files suggested for removal "
+        "(green: suggested keeper).</p>",
+    ]
+    for number, group in enumerate(groups, 1):
+        parts.append(
+            f"<div class='group'><h2>Group {number}: {len(group.files)} files, "
+            f"similarity {group.score:.3f}</h2><div class='files'>"
+        )
+        for f in group.files:
+            keep = f is group.keeper
+            uri = _thumbnail_uri(f["path"])
+            thumb = f"<img src='{uri}' alt=''>" if uri else "unreadable"
+            when = dt.datetime.fromtimestamp(f["mtime_ns"] / 1e9).strftime("%Y-%m-%d %H:%M")
+            parts.append(
+                f"<div class='file {'keep' if keep else 'remove'}'>"
+                f"<div class='thumb'>{thumb}</div>"
+                f"<div class='tag'>{'keep' if keep else 'remove?'}</div>"
+                f"<div>{esc(str(f['path']))}</div>"
+                f"<div>{f['width']}&times;{f['height']} &middot; {_human_size(f['size'])}</div>"
+                f"<div>{when}</div></div>"
+            )
+        parts.append("</div></div>")
+    parts.append("</body></html>")
+    out = Path(path)
+    out.write_text("\n".join(parts), encoding="utf-8")
+    return out
+
+
+# -- moving files -----------------------------------------------------------------------------
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``name_1.ext``, ``name_2.ext``... the first that does not exist."""
+    if not os.path.lexists(target):
+        return target
+    n = 1
+    while True:
+        candidate = target.with_name(f"{target.stem}_{n}{target.suffix}")
+        if not os.path.lexists(candidate):
+            return candidate
+        n += 1
+
+
+def _move_no_overwrite(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``; raises FileExistsError rather than replace ``dst``."""
+    try:
+        os.link(src, dst)  # fails if dst exists: atomic no-clobber on one file system
+    except FileExistsError:
+        raise
+    except OSError:  # another file system, or no hard links: copy exclusively
+        with open(src, "rb") as fin, open(dst, "xb") as fout:
+            shutil.copyfileobj(fin, fout)
+        shutil.copystat(src, dst)
+    os.unlink(src)
+
+
+def move_files(
+    files: Iterable[Mapping | str | os.PathLike],
+    dest_dir: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+) -> list[tuple[str, str]]:
+    """Move ``files`` (dicts with a ``path``, or paths) into ``dest_dir``; never overwrites.
+
+    With ``root``, files under it keep their path relative to ``root``; others (or all,
+    without ``root``) go directly into ``dest_dir``. A name already taken gets ``_1``,
+    ``_2``... appended. Missing sources are skipped. Nothing is deleted: every file ends up
+    in ``dest_dir``. The catalog is not changed (run ``add(..., prune=True)`` afterwards).
+
+    Returns:
+        ``(source, destination)`` of every file moved.
+    """
+    dest = Path(dest_dir).expanduser().absolute()
+    base = Path(root).expanduser().absolute() if root is not None else None
+    moved: list[tuple[str, str]] = []
+    for item in files:
+        src = Path(item["path"] if isinstance(item, Mapping) else item).absolute()
+        if not src.is_file():
+            continue
+        rel = Path(src.name)
+        if base is not None and src.is_relative_to(base):
+            rel = src.relative_to(base)
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(100):  # another process may take the name between check and link
+            dst = _free_name(target)
+            try:
+                _move_no_overwrite(src, dst)
+            except FileExistsError:
+                continue
+            moved.append((str(src), str(dst)))
+            break
+    return moved
