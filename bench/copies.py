@@ -46,27 +46,9 @@ SAME_PHOTO_INLIERS = 20
 
 def same_photo_inliers(a: Path, b: Path) -> int:
     """RANSAC-verified SIFT matches between two images (0 when none can be computed)."""
-    import cv2
+    from lookalike.verify import same_photo_inliers as inliers
 
-    sift = cv2.SIFT_create()
-    points = []
-    for path in (a, b):
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            return 0
-        keypoints, descriptors = sift.detectAndCompute(image, None)
-        if descriptors is None or len(keypoints) < 4:
-            return 0
-        points.append((keypoints, descriptors))
-    (ka, da), (kb, db) = points
-    pairs = cv2.BFMatcher().knnMatch(da, db, k=2)
-    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.75 * p[1].distance]
-    if len(good) < 4:
-        return 0
-    pa = np.float32([ka[g.queryIdx].pt for g in good])
-    pb = np.float32([kb[g.trainIdx].pt for g in good])
-    _, mask = cv2.findHomography(pa, pb, cv2.RANSAC, 5.0)
-    return 0 if mask is None else int(mask.sum())
+    return inliers(a, b)
 
 
 def _dataset_paths(root: Path) -> list[str]:
