@@ -173,3 +173,27 @@ def test_dups_command(capsys, photos: Path, db: str, tmp_path: Path) -> None:
     status, _, _ = run(capsys, "dups", "--db", db, "--move-to", str(moved), "-q")
     assert (moved / "coffee-copy.jpg").exists() and not (photos / "coffee-copy.jpg").exists()
     assert (photos / "coffee.jpg").exists()  # the keeper stays
+
+
+def test_check_command(capsys, photos: Path, db: str, tmp_path: Path, sample_photos) -> None:
+    from lookalike.eval.transforms import crop
+
+    run(capsys, "index", str(photos), "--db", db, "-q")
+    suspect = tmp_path / "suspect.jpg"
+    crop(sample_photos["rocket"], 0.6, 0.2, 0.3).save(suspect)
+    unrelated = tmp_path / "unrelated.jpg"
+    sample_photos["page"].save(unrelated)
+    status, out, err = run(
+        capsys, "check", "--json", str(suspect), str(unrelated), str(photos / "broken.jpg"),
+        "--db", db,
+    )
+    assert status == 1 and "cannot read query" in err  # the broken file; the others went on
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[0]["verdict"] == "copy"
+    assert lines[0]["match"]["path"] == str(photos / "rocket.jpg")
+    assert lines[0]["evidence"]["inliers"] >= 12 and 0.5 <= lines[0]["score"] <= 1.0
+    assert lines[1]["verdict"] == "no_copy" and lines[1]["match"] is None
+    assert lines[1]["score"] < 0.5
+    assert lines[2]["verdict"] is None and "error" in lines[2]
+    status, out, _ = run(capsys, "check", str(suspect), "--db", db)
+    assert status == 0 and "copy of" in out and "matching points" in out
