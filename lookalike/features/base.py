@@ -48,7 +48,23 @@ class Feature(Protocol):
     def encode(self, prepared: np.ndarray) -> np.ndarray: ...
 
 
-class ComputedFeature:
+class VectorLayout:
+    """How a descriptor's vectors are laid out, from its ``dim`` and ``metric``."""
+
+    dim: int
+    metric: str
+
+    @property
+    def binary(self) -> bool:
+        return self.metric == "hamming"
+
+    @property
+    def width(self) -> int:
+        """Array length per image: bytes for binary codes, values otherwise."""
+        return self.dim // 8 if self.binary else self.dim
+
+
+class ComputedFeature(VectorLayout):
     """A descriptor computed entirely in the decode workers by one picklable function.
 
     ``encode`` only stacks what the workers computed and checks its shape and dtype.
@@ -70,15 +86,6 @@ class ComputedFeature:
         self.dtype = np.dtype(dtype)
         self.compute = compute
         self.description = description
-
-    @property
-    def binary(self) -> bool:
-        return self.metric == "hamming"
-
-    @property
-    def width(self) -> int:
-        """Array length per image: bytes for binary codes, values otherwise."""
-        return self.dim // 8 if self.binary else self.dim
 
     def preparer(self) -> Preparer:
         return self.compute

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike.features.base import ComputedFeature
+from lookalike.features.base import ComputedFeature, VectorLayout
 
 DEFAULT = "deep"
 # Modules whose ``FEATURES`` tuple holds descriptors computed from pixels in the workers.
@@ -26,7 +26,7 @@ class UnknownFeature(ValueError):
 
 
 @dataclass(frozen=True)
-class FeatureInfo:
+class FeatureInfo(VectorLayout):
     """What a user needs to know to pick a descriptor."""
 
     name: str
@@ -36,15 +36,6 @@ class FeatureInfo:
     metric: str
     description: str
     source: str  # "model", "pixels" or "learned" (from the deep vectors)
-
-    @property
-    def binary(self) -> bool:
-        return self.metric == "hamming"
-
-    @property
-    def width(self) -> int:
-        """Array length per image: bytes for binary codes, values otherwise."""
-        return self.dim // 8 if self.binary else self.dim
 
     @property
     def bytes_per_image(self) -> int:

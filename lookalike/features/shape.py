@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.features.base import ComputedFeature
+from lookalike.features.prepare import working_gray
 
 __all__ = [
     "EDGE_BINS",
@@ -58,19 +59,6 @@ def hog_descriptor(image: Image.Image) -> np.ndarray:
     return np.full(vector.shape, 1.0 / np.sqrt(vector.size), dtype=np.float32)
 
 
-def _edge_gray(image: Image.Image) -> np.ndarray:
-    gray = image.convert("L")
-    width, height = gray.size
-    scale = EDGE_SIDE / min(width, height)
-    new = (
-        min(EDGE_MAX_SIDE, max(1, round(width * scale))),
-        min(EDGE_MAX_SIDE, max(1, round(height * scale))),
-    )
-    if new != gray.size:
-        gray = gray.resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.ascontiguousarray(np.asarray(gray, dtype=np.uint8))
-
-
 def edge_orientation_histogram(image: Image.Image) -> np.ndarray:
     """Magnitude-weighted histogram of gradient orientations on Canny edges, float32 [18].
 
@@ -82,7 +70,7 @@ def edge_orientation_histogram(image: Image.Image) -> np.ndarray:
     """
     import cv2
 
-    gray = cv2.GaussianBlur(_edge_gray(image), (5, 5), 0)
+    gray = cv2.GaussianBlur(working_gray(image, EDGE_SIDE, EDGE_MAX_SIDE), (5, 5), 0)
     dx = cv2.Sobel(gray, cv2.CV_16S, 1, 0, ksize=3)
     dy = cv2.Sobel(gray, cv2.CV_16S, 0, 1, ksize=3)
     fx, fy = dx.astype(np.float32), dy.astype(np.float32)

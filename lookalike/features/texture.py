@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.features.base import ComputedFeature
+from lookalike.features.prepare import working_gray
 
 __all__ = [
     "FEATURES",
@@ -44,20 +45,6 @@ GLCM_MEAN = np.array([0.0650, 0.0330, 0.7156, -1.5100, 0.8887])
 GLCM_STD = np.array([0.0349, 0.0236, 0.1729, 0.6615, 0.1378])
 
 
-def _working_gray(image: Image.Image) -> np.ndarray:
-    """8-bit gray array with shorter side WORKING_SIDE and longer side at most MAX_SIDE."""
-    gray = image.convert("L")
-    width, height = gray.size
-    scale = WORKING_SIDE / min(width, height)
-    new = (
-        min(MAX_SIDE, max(1, round(width * scale))),
-        min(MAX_SIDE, max(1, round(height * scale))),
-    )
-    if new != gray.size:
-        gray = gray.resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.ascontiguousarray(np.asarray(gray, dtype=np.uint8))
-
-
 def lbp_histogram(image: Image.Image) -> np.ndarray:
     """Uniform rotation-invariant LBP histograms at (P=8, R=1) and (P=16, R=2), float32 [28].
 
@@ -66,7 +53,7 @@ def lbp_histogram(image: Image.Image) -> np.ndarray:
     """
     from skimage.feature import local_binary_pattern
 
-    gray = _working_gray(image)
+    gray = working_gray(image, WORKING_SIDE, MAX_SIDE)
     parts = []
     for points, radius in LBP_SCALES:
         codes = local_binary_pattern(gray, points, radius, method="uniform")
@@ -86,7 +73,8 @@ def glcm_features(image: Image.Image) -> np.ndarray:
     """
     from skimage.feature import graycomatrix, graycoprops
 
-    quantised = (_working_gray(image) // (256 // GLCM_LEVELS)).astype(np.uint8)
+    gray = working_gray(image, WORKING_SIDE, MAX_SIDE)
+    quantised = (gray // (256 // GLCM_LEVELS)).astype(np.uint8)
     matrix = graycomatrix(
         quantised,
         distances=list(GLCM_DISTANCES),
