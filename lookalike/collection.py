@@ -106,6 +106,7 @@ class Collection:
         self.threads = threads
         self._deep = None
         self._learned: dict[str, object] = {}
+        self._other_metric: dict[tuple[str, str], tuple[int, object]] = {}
         stored = self.catalog.get_meta("model")
         if stored is not None and stored != MODEL_NAME:
             raise CatalogError(
@@ -404,9 +405,14 @@ class Collection:
         """The feature's own index, or an exact one under another metric."""
         if metric == spec.metric:
             return self.store.get(spec)
+        generation = self.catalog.generation(spec.name)
+        cached = self._other_metric.get((spec.name, metric))
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         index = new_index(spec, metric)
         ids, vectors = self.catalog.vectors(spec.name, spec.width, spec.dtype)
         index.add(ids, vectors)
+        self._other_metric[(spec.name, metric)] = (generation, index)
         return index
 
     def _rerank(
