@@ -1,6 +1,7 @@
 """Run every benchmark and print one table: each figure beside its baseline or limit.
 
-    python -m bench [--photos DIR] [--quick] [--only indexing,search,copies,features]
+    python -m bench [--photos DIR] [--quick] [--only PART,...]   # parts: see PARTS below
+    python -m bench load                # one part (or several: python -m bench search load)
     ./run.sh bench [...]
 
 Results also go to ``bench/results/latest.json``. See ``bench/README.md``.
@@ -22,7 +23,7 @@ from bench.indexing import cores, large_jpegs
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-PARTS = ("indexing", "search", "copies", "features")
+PARTS = ("indexing", "search", "copies", "copydetect", "dups", "features", "load", "text")
 
 Row = tuple[str, str, str, str]
 
@@ -268,8 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}"
     )
     ap.add_argument("--no-grid", action="store_true", help="skip the workers x threads grid")
+    ap.add_argument("part", nargs="*", help=f"parts to run (same as --only): {', '.join(PARTS)}")
     args = ap.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if args.part:
+        parts = [p.strip() for text in args.part for p in text.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
     if unknown:
         ap.error(f"unknown part(s): {', '.join(sorted(unknown))}")
@@ -329,6 +333,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["notes"].append(
             "copy detection counts a top-1 hit on a natural duplicate of the original "
             "(duplicates.json) as correct: identical content ties on score"
+        )
+
+    if "copydetect" in parts:
+        from bench.copydetect import RESULTS as COPYDETECT_RESULTS
+        from bench.copydetect import copydetect_rows, measure_copy_detection
+
+        print("copy detection, DISC style (micro AP, recall at P0.99) ...", file=sys.stderr)
+        r = measure_copy_detection(
+            n_originals=100 if args.quick else 300, n_unindexed=100 if args.quick else 300
+        )
+        results["copydetect"] = r
+        rows += copydetect_rows(r)
+        if "skipped" not in r:
+            COPYDETECT_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            COPYDETECT_RESULTS.write_text(json.dumps(r, indent=2, default=float) + "\n")
+
+    if "dups" in parts:
+        from bench.dups import RESULTS as DUPS_RESULTS
+        from bench.dups import dups_rows, measure_dups
+
+        print("dups: 10,000 files (real + generated copies) ...", file=sys.stderr)
+        r = measure_dups(total=4000 if args.quick else 10_000)
+        results["dups"] = r
+        rows += dups_rows(r)
+        if "skipped" not in r:
+            DUPS_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            DUPS_RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+
+    if "load" in parts:
+        from bench.load import load_rows, measure_load
+
+        print("load test of lookalike serve on loopback ...", file=sys.stderr)
+        r = measure_load(clients=16, seconds=5.0 if args.quick else 15.0)
+        results["load"] = r
+        rows += load_rows(r)
+
+    if "text" in parts:
+        from bench.text import measure_text, text_rows
+
+        print("text search: precision@20 on web_animals4, latency at 100k ...", file=sys.stderr)
+        r = measure_text(quick=args.quick)
+        results["text"] = r
+        rows += text_rows(r)
+        results["notes"].append(
+            "text search latency uses 100,000 SYNTHETIC class-probability rows; precision uses "
+            "web_animals4's labels (approximate: a few images sit in the wrong class)"
         )
 
     descriptor_lines: list[str] = []

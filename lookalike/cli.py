@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "index", parents=[common], help="add image files and folders (only new or changed ones)"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="image files or folders (optional with --metadata)"
+    )
     p.add_argument("--prune", action="store_true", help="forget files that disappeared")
     p.add_argument("--workers", type=_positive_int, help="decode processes (default: cores)")
     p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
@@ -70,9 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         "see `lookalike features`",
     )
     p.add_argument("--refit", action="store_true", help="fit learned codes (itq...) again")
+    p.add_argument(
+        "--model",
+        metavar="clip-onnx:DIR",
+        help="bring your own CLIP: also embed every image with the image.onnx in DIR (with "
+        "text.onnx and tokenizer.json), which search --text then uses",
+    )
+    p.add_argument(
+        "--metadata",
+        metavar="FILE",
+        help="attach metadata by path from a CSV (with a 'path' column) or JSON-lines file",
+    )
+    p.set_defaults(usage_error=p.error)
 
     p = commands.add_parser("search", parents=[common], help="find images similar to a query")
-    p.add_argument("queries", nargs="+", metavar="IMAGE", help="query image files")
+    p.add_argument("queries", nargs="*", metavar="IMAGE", help="query image files (or --text)")
     p.add_argument("-k", type=_positive_int, default=10, help="results per query (default 10)")
     p.add_argument(
         "-f", "--files", action="store_true", help="print matching paths only, one per line"
@@ -86,6 +100,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shortlist", type=_positive_int, help="shortlist size for --rerank (max(200, 20k))"
     )
+    p.add_argument(
+        "--where",
+        metavar="EXPR",
+        help="only images whose metadata passes, e.g. \"category = 'shoes' and price < 50\"",
+    )
+    p.add_argument("--folder", metavar="DIR", help="only images inside this folder")
+    p.add_argument(
+        "--text",
+        action="append",
+        metavar="TEXT",
+        help='search by words, e.g. "a cup of espresso" (ImageNet classes and their WordNet '
+        "ancestors; repeat for several queries)",
+    )
+    p.add_argument(
+        "--image", metavar="IMAGE", help="with --text: an image whose look the results share"
+    )
+    p.add_argument(
+        "--weight",
+        type=_fraction,
+        default=0.5,
+        help="with --text and --image: the text's share of the score (0..1, default 0.5)",
+    )
+    p.add_argument(
+        "--model",
+        choices=("concepts", "clip"),
+        help="with --text: ImageNet concepts (built in) or the index's own CLIP (the default "
+        "when it was indexed with --model clip-onnx:DIR)",
+    )
+    p.set_defaults(usage_error=p.error)
 
     p = commands.add_parser("info", parents=[common], help="what the index holds")
     p.add_argument("--errors", action="store_true", help="list the files that failed")
@@ -126,11 +169,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = commands.add_parser(
+        "serve", parents=[common], help="web page and HTTP API: search, filter, dups, check"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free one)")
+    p.add_argument(
+        "--token",
+        help="bearer token for adding and deleting images (default: $LOOKALIKE_TOKEN, "
+        "else a new one, printed)",
+    )
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="allow adding server-side files under DIR (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=float, default=20.0, help="largest request body in MB (20)"
+    )
+    p.add_argument(
+        "--max-pixels", type=_positive_int, help="refuse images larger than this (100,000,000)"
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--allow-url-fetch",
+        action="store_true",
+        help="let clients search by an image URL that the server downloads (off)",
+    )
+    p.add_argument("--readers", type=_positive_int, default=2, help="query threads (2)")
+    p.add_argument("--workers", type=_positive_int, help="decode processes when adding")
+
+    p = commands.add_parser(
         "demo", parents=[common], help="index built-in sample photos and search them"
     )
     p.add_argument(
         "--dir", default="demo-data", help="folder for the demo photos and index (./demo-data)"
     )
+    p.add_argument(
+        "--serve", action="store_true", help="then serve the demo collection (lookalike serve)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="with --serve: address (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="with --serve: port (8000)")
     return parser
 
 
@@ -152,6 +238,13 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from lookalike.metadata import MetadataError
+    from lookalike.text.clip import ClipModelError
+
+    if not args.paths and not args.metadata:
+        args.usage_error("give at least one PATH, or --metadata FILE")  # exits with status 2
+    if not args.paths:
+        return _attach_metadata(args)
     with _open(args, create=True, threads=args.threads) as col:
         try:
             report = col.add(
@@ -163,8 +256,10 @@ def cmd_index(args: argparse.Namespace) -> int:
                 progress=_progress(args),
                 features=args.features,
                 refit=args.refit,
+                metadata=args.metadata,
+                model=args.model,
             )
-        except (FileNotFoundError, UnknownFeature) as exc:
+        except (FileNotFoundError, UnknownFeature, MetadataError, ClipModelError) as exc:
             raise CommandError(str(exc)) from None
         info = col.info()
     payload = report.as_dict() | {
@@ -184,12 +279,53 @@ def cmd_index(args: argparse.Namespace) -> int:
         lines.append(f"  failed: {path}: {error}")
     if len(report.errors) > 20:
         lines.append(f"  ... and {len(report.errors) - 20} more (lookalike info --errors)")
+    if report.metadata is not None:
+        lines += _metadata_lines(args.metadata, report.metadata)
     if not args.quiet or args.json:
         _emit(args, payload, "\n".join(lines))
     return EXIT_OK
 
 
+def _attach_metadata(args: argparse.Namespace) -> int:
+    """``index --metadata FILE`` without paths: attach metadata to what is indexed."""
+    from lookalike.metadata import MetadataError, read_metadata
+
+    with _open(args, create=True) as col:
+        try:
+            counts = col.set_metadata(read_metadata(args.metadata))
+        except MetadataError as exc:
+            raise CommandError(str(exc)) from None
+    if not args.quiet or args.json:
+        _emit(args, {"metadata": counts}, "\n".join(_metadata_lines(args.metadata, counts)))
+    return EXIT_OK
+
+
+def _metadata_lines(file: str, counts: dict) -> list[str]:
+    lines = [f"metadata from {file}: attached to {counts['attached']} indexed files"]
+    if counts["unmatched"]:
+        lines[0] += (
+            f"; rows naming no indexed file: {counts['unmatched']} (kept: they apply once the "
+            "file is indexed)"
+        )
+        lines += [f"  not indexed: {path}" for path in counts["unmatched_paths"][:5]]
+        if counts["unmatched"] > 5:
+            lines.append(f"  ... and {counts['unmatched'] - 5} more")
+    return lines
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    from lookalike.filters import FilterError, parse_filter
+
+    try:
+        where = parse_filter(args.where) if args.where is not None else None
+    except FilterError as exc:
+        print(f"lookalike: bad --where: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    filtered = where is not None or args.folder is not None
+    if args.text is not None or args.image is not None:
+        return _search_text(args, where, filtered)
+    if not args.queries:
+        args.usage_error("give at least one IMAGE, or --text TEXT")  # exits with status 2
     status = EXIT_OK
     with _open(args, create=False, threads=args.threads) as col:
         for query in args.queries:
@@ -201,6 +337,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                     metric=args.metric,
                     rerank=args.rerank,
                     shortlist=args.shortlist,
+                    where=where,
+                    folder=args.folder,
                 )
             except UnknownFeature as exc:
                 raise CommandError(str(exc)) from None
@@ -219,6 +357,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                         "id": m.id,
                         "width": m.width,
                         "height": m.height,
+                        "metadata": m.metadata,
                     }
                     for m in matches
                 ]
@@ -227,24 +366,98 @@ def cmd_search(args: argparse.Namespace) -> int:
                 for m in matches:
                     print(m.path)
             else:
-                print(_table(query, matches))
+                print(_table(query, matches, filtered))
     return status
 
 
-def _table(query: str, matches: list) -> str:
+def _search_text(args: argparse.Namespace, where: object, filtered: bool) -> int:
+    """``search --text`` (optionally with ``--image``): one result list per text."""
+    from lookalike.text.encoder import TextModelMissing
+    from lookalike.text.scoring import default_text_model
+
+    if not args.text:
+        args.usage_error("--image combines an image with --text TEXT")
+    if args.queries:
+        args.usage_error("with --text, give the image to combine as --image IMAGE")
+    with _open(args, create=False, threads=args.threads) as col:
+        try:
+            if args.model == "concepts" or col._clip_info() is None:
+                default_text_model().prepare(progress=not args.quiet)
+        except TextModelMissing as exc:
+            raise CommandError(str(exc)) from None
+        for text in args.text:
+            try:
+                results = col.search_text(
+                    text, k=args.k, image=args.image, weight=args.weight,
+                    where=where, folder=args.folder, model=args.model,
+                )  # fmt: skip
+            except (UnknownFeature, ValueError) as exc:
+                raise CommandError(str(exc)) from None
+            except ImageError as exc:
+                raise CommandError(f"cannot read --image {args.image}: {exc.reason}") from None
+            if results.warning and not args.quiet:
+                print(f"lookalike: warning: {text}: {results.warning}", file=sys.stderr)
+            if args.json:
+                payload = results.query.as_dict() | {
+                    "model": results.model,
+                    "query": text,
+                    "image": args.image,
+                    "weight": args.weight if args.image else None,
+                    "warning": results.warning,
+                    "results": [
+                        {
+                            "path": m.path,
+                            "score": round(m.score, 6),
+                            "distance": round(m.distance, 6),
+                            "id": m.id,
+                            "width": m.width,
+                            "height": m.height,
+                            "metadata": m.metadata,
+                        }
+                        for m in results
+                    ],
+                }
+                print(json.dumps(payload, ensure_ascii=False))
+            elif args.files:
+                for m in results:
+                    print(m.path)
+            else:
+                concepts = ", ".join(c.name for c in results.matched_concepts) or "no concept"
+                if results.model != "concepts":
+                    concepts = results.model
+                label = f'"{text}" ({concepts}' + (f" + {args.image}" if args.image else "") + ")"
+                print(_table(label, results, filtered))
+    return EXIT_OK
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return value
+
+
+def _table(query: str, matches: list, filtered: bool = False) -> str:
     lines = [f"{query}:"]
     if not matches:
-        return lines[0] + " (the index is empty)"
+        return lines[0] + (" (no image passes the filter)" if filtered else " (the index is empty)")
     lines.append(f"  {'rank':>4}  {'score':>6}  {'size':>11}  path")
     for rank, m in enumerate(matches, 1):
         size = f"{m.width}x{m.height}"
         lines.append(f"  {rank:>4}  {m.score:6.4f}  {size:>11}  {m.path}")
+        if m.metadata:
+            shown = "  ".join(f"{key}={value}" for key, value in m.metadata.items())
+            lines.append(f"  {'':>4}  {'':>6}  {'':>11}  {shown[:200]}")
     return "\n".join(lines)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args, create=False) as col:
         info = col.info()
+        info["metadata"] = col.metadata_keys()
         errors = col.errors() if args.errors else []
     if args.json:
         if args.errors:
@@ -266,6 +479,16 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{f['bytes_per_image']:>6} B/image  vectors {_size(f['vector_bytes']):>10}  "
             f"index {_size(f['index_bytes']):>10}"
         )
+    if info["metadata"]:
+        lines.append("metadata (filter with search --where):")
+    for key, about in info["metadata"].items():
+        if about["type"] == "number":
+            detail = f"{about['min']} .. {about['max']}"
+        else:
+            shown = ", ".join(json.dumps(v, ensure_ascii=False) for v in about["values"][:8])
+            more = "" if about["distinct"] <= 8 else f", ... ({about['distinct']} values)"
+            detail = shown + more
+        lines.append(f"  {key:<14} {about['type']:<8} {about['count']:>8} images  {detail}")
     lines += [f"  {p}: {e}" for p, e in errors]
     print("\n".join(lines))
     return EXIT_OK
@@ -396,10 +619,49 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import lookalike
+    from lookalike.collection import default_location
+    from lookalike.server import ServerConfig, serve
+    from lookalike.server.app import DEFAULT_MAX_PIXELS
+
+    if args.max_upload_mb <= 0:
+        raise CommandError("--max-upload-mb must be more than 0")
+    token, source = args.token, "--token"
+    if not token and os.environ.get("LOOKALIKE_TOKEN"):
+        token, source = os.environ["LOOKALIKE_TOKEN"], "$LOOKALIKE_TOKEN"
+    for root in args.allow_root:
+        if not Path(root).expanduser().is_dir():
+            raise CommandError(f"--allow-root {root}: no such folder")
+    db = Path(args.db).expanduser() if args.db else default_location()
+    lookalike.open(db, create=True).close()
+    config = ServerConfig(
+        db=db,
+        allow_roots=[Path(r) for r in args.allow_root],
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+        cors_origins=args.cors_origin,
+        allow_url_fetch=args.allow_url_fetch,
+        readers=args.readers,
+        workers=args.workers,
+        **({"token": token} if token else {}),
+    )
+    return serve(
+        config, args.host, args.port, token_source=source if token else "generated",
+        quiet=args.quiet,
+    )  # fmt: skip
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from lookalike.demo import run_demo
 
-    return run_demo(Path(args.dir), as_json=args.json, progress=_progress(args))
+    status = run_demo(Path(args.dir), as_json=args.json, progress=_progress(args))
+    if not args.serve:
+        return status
+    serve = ["serve", "--db", str(Path(args.dir) / "index"), "--allow-root", args.dir]
+    serve += ["--host", args.host, "--port", str(args.port)] + (["-q"] if args.quiet else [])
+    print(flush=True)
+    return cmd_serve(build_parser().parse_args(serve))
 
 
 COMMANDS = {
@@ -411,6 +673,7 @@ COMMANDS = {
     "check": cmd_check,
     "dups": cmd_dups,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 

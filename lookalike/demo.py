@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -20,6 +21,41 @@ DEMO_QUERIES = (
 )
 
 
+# Copies of photos that are not queried, so that `lookalike dups` and the web page's
+# duplicates view have something to show: (sample, file name, transform).
+DEMO_DUPLICATES = (
+    ("horse", "horse-copy", "jpeg30"),
+    ("moon", "moon-small", "half_size"),
+)
+
+# A made-up shop catalogue of the sample photos, attached as metadata (category, price, title)
+# so that searches can be filtered: `lookalike serve` shows a control for each key.
+DEMO_CATALOGUE = {
+    "astronaut": ("people", 120, "Astronaut portrait"),
+    "brick": ("textures", 15, "Brick wall"),
+    "camera": ("people", 80, "Cameraman"),
+    "chelsea": ("animals", 45, "Chelsea the cat"),
+    "coffee": ("food", 8, "Cup of coffee"),
+    "coins": ("objects", 30, "Greek coins"),
+    "colorwheel": ("graphics", 5, "Colour wheel"),
+    "grass": ("textures", 12, "Grass"),
+    "gravel": ("textures", 10, "Gravel"),
+    "hubble_deep_field": ("science", 200, "Hubble deep field"),
+    "immunohistochemistry": ("science", 150, "Stained tissue"),
+    "logo": ("graphics", 3, "scikit-image logo"),
+    "moon": ("science", 90, "Moon surface"),
+    "page": ("documents", 2, "Scanned page"),
+    "retina": ("science", 110, "Retina"),
+    "rocket": ("objects", 250, "Rocket launch"),
+    "text": ("documents", 4, "Text on a board"),
+    "clock": ("objects", 60, "Clock"),
+    "cell": ("science", 70, "Cell"),
+    "horse": ("animals", 55, "Horse silhouette"),
+    "motorcycle_left": ("objects", 180, "Motorcycle (left view)"),
+    "motorcycle_right": ("objects", 175, "Motorcycle (right view)"),
+}
+
+
 def write_demo_photos(folder: Path) -> tuple[Path, Path]:
     """Write the sample photos to ``folder/photos`` and altered copies to ``folder/queries``."""
     photos_dir, queries_dir = folder / "photos", folder / "queries"
@@ -30,11 +66,29 @@ def write_demo_photos(folder: Path) -> tuple[Path, Path]:
         target = photos_dir / f"{name}.jpg"
         if not target.exists():
             image.save(target, quality=92)
+    for name, copy, transform in DEMO_DUPLICATES:
+        target = photos_dir / f"{copy}.jpg"
+        if name in photos and not target.exists():
+            STANDARD[transform](photos[name]).save(target, quality=92)
     for name, transform in DEMO_QUERIES:
         target = queries_dir / f"{name}-{transform}.jpg"
         if not target.exists():
             STANDARD[transform](photos[name]).save(target, quality=92)
     return photos_dir, queries_dir
+
+
+def write_demo_catalogue(folder: Path, photos_dir: Path) -> Path:
+    """Write ``folder/catalogue.csv``: path, title, category and price of every demo photo."""
+    target = folder / "catalogue.csv"
+    rows = ["path,title,category,price"]
+    copies = {copy: name for name, copy, _ in DEMO_DUPLICATES}
+    for photo in sorted(photos_dir.glob("*.jpg")):
+        entry = DEMO_CATALOGUE.get(copies.get(photo.stem, photo.stem))
+        if entry is not None:
+            category, price, title = entry
+            rows.append(f"{photo.relative_to(folder)},{title},{category},{price}")
+    target.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return target
 
 
 def run_demo(folder: Path, *, as_json: bool = False, progress: bool = False) -> int:
@@ -45,8 +99,12 @@ def run_demo(folder: Path, *, as_json: bool = False, progress: bool = False) -> 
     except SamplesUnavailable as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return 1
+    catalogue = write_demo_catalogue(folder, photos_dir)
     with lookalike.open(folder / "index") as col:
-        report = col.add([photos_dir], prune=True, progress=progress)
+        extra = {}
+        if "metadata" in inspect.signature(col.add).parameters:
+            extra["metadata"] = catalogue
+        report = col.add([photos_dir], prune=True, progress=progress, **extra)
         found = 0
         rows = []
         for name, transform in DEMO_QUERIES:
@@ -77,4 +135,5 @@ def run_demo(folder: Path, *, as_json: bool = False, progress: bool = False) -> 
             print(f"  {Path(row['query']).name:<40} {top:<28} {row['score']:>6}  {mark}")
         print(f"\n{found} of {len(rows)} altered copies found their original first.")
         print(f"Try your own: lookalike search --db {folder / 'index'} IMAGE")
+        print(f"In a browser: lookalike serve --db {folder / 'index'}")
     return 0 if found == len(rows) else 1

@@ -33,11 +33,22 @@ Encode = Callable[[np.ndarray], np.ndarray]  # stacked prepared arrays -> stored
 
 @dataclass(frozen=True)
 class FeatureJob:
-    """One descriptor the run computes: its preparation in the workers, its batched encoding."""
+    """One descriptor the run computes: its preparation in the workers, its batched encoding.
+
+    ``also`` names more features that the same ``encode`` call yields (other outputs of one
+    model run, such as the class probabilities beside the deep vectors); ``encode`` then returns
+    ``{feature: vectors}`` for ``name`` and each of them, and a content lacking any of them is
+    encoded once and given only what it lacks.
+    """
 
     name: str
     prepare: Preparer
     encode: Encode
+    also: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return (self.name, *self.also)
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,10 @@ class IndexReport:
     notes: list[str] = field(default_factory=list)  # e.g. learned codes not fitted yet
     decode_cpu_s: float = 0.0  # CPU time the workers spent reading, hashing and decoding
     encode_cpu_s: float = 0.0  # CPU time of inference (all its threads)
+    metadata: dict | None = None  # counts from attaching a metadata file (Collection.add)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "scanned": self.scanned,
             "unchanged": self.unchanged,
             "embedded": self.embedded,
@@ -100,6 +112,9 @@ class IndexReport:
             "decode_cpu_s": round(self.decode_cpu_s, 3),
             "encode_cpu_s": round(self.encode_cpu_s, 3),
         }
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
+        return out
 
 
 # -- scanning ----------------------------------------------------------------------------------
@@ -218,7 +233,7 @@ class _Writer:
     def missing(self, sha256: str) -> set[str]:
         """Features the content with this hash still lacks (all of them if it is new)."""
         content_id = self.content_ids.get(sha256)
-        wanted = {job.name for job in self.jobs}
+        wanted = {name for job in self.jobs for name in job.features}
         return wanted if content_id is None else wanted - self.have.get(content_id, set())
 
     def complete_hashes(self) -> frozenset[str]:
@@ -245,14 +260,22 @@ class _Writer:
             needing = [
                 r
                 for r in self.batch.values()
-                if job.name in self.missing(r.sha256) and job.name in r.prepared
+                if self.missing(r.sha256) & set(job.features) and job.name in r.prepared
             ]
             if not needing:
                 continue
             started = time.process_time()
             vectors = job.encode(np.stack([r.prepared[job.name] for r in needing]))
             self.report.encode_cpu_s += time.process_time() - started
-            out[job.name] = {r.sha256: v for r, v in zip(needing, vectors, strict=True)}
+            outputs = vectors if job.also else {job.name: vectors}
+            for name, rows in outputs.items():
+                lacking = {
+                    r.sha256: v
+                    for r, v in zip(needing, rows, strict=True)
+                    if name in self.missing(r.sha256)
+                }
+                if lacking:
+                    out[name] = lacking
         return out
 
     def commit(self) -> None:
@@ -377,7 +400,8 @@ def run_index(
 
 def _incomplete(unchanged: list[FileRow], writer: _Writer) -> list[Candidate]:
     """One unchanged file for each content that lacks a feature of this run."""
-    wanted = {job.name for job in writer.jobs}
+    job_of = {name: job.name for job in writer.jobs for name in job.features}
+    wanted = set(job_of)
     hashes = {content_id: sha for sha, content_id in writer.content_ids.items()}
     out: dict[int, Candidate] = {}
     for row in unchanged:
@@ -385,7 +409,7 @@ def _incomplete(unchanged: list[FileRow], writer: _Writer) -> list[Candidate]:
             continue
         missing = wanted - writer.have.get(row.content_id, set())
         if missing:
-            features = tuple(sorted(missing))
+            features = tuple(sorted({job_of[name] for name in missing}))  # what to prepare
             out[row.content_id] = Candidate(
                 row.path, row.size, row.mtime_ns, features, hashes[row.content_id]
             )

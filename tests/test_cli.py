@@ -52,7 +52,7 @@ def test_index_search_info_remove(capsys, photos: Path, db: str) -> None:
     assert [line["query"] for line in lines] == [q1, q2]
     first = lines[0]["results"]
     assert len(first) == 3
-    assert set(first[0]) == {"path", "score", "distance", "id", "width", "height"}
+    assert set(first[0]) == {"path", "score", "distance", "id", "width", "height", "metadata"}
     assert first[0]["path"] == q1 and first[0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [r["score"] for r in first] == sorted((r["score"] for r in first), reverse=True)
     assert lines[1]["results"][0]["path"] == q2

@@ -102,6 +102,20 @@ class DeepFeature:
         (feature_map,) = self.session.run(["feature_map"], {"pixels": pixels})
         return POOLINGS[self.pooling](feature_map)
 
+    def encode_with_classes(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Search vectors (as :meth:`encode`) and ImageNet class probabilities ``float32
+        [N, 1000]`` (softmax of the logits) from one forward pass."""
+        from lookalike.index.classes import softmax
+
+        pixels = self._check(pixels)
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 1000), np.float32)
+        if self.pooling == "average":
+            features, logits = self.session.run(["features", "logits"], {"pixels": pixels})
+            return features, softmax(logits)
+        feature_map, logits = self.session.run(["feature_map", "logits"], {"pixels": pixels})
+        return POOLINGS[self.pooling](feature_map), softmax(logits)
+
     def run(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """All outputs: ``features`` [N,1280], ``logits`` [N,1000], ``feature_map`` [N,1280,7,7]."""
         pixels = self._check(pixels)

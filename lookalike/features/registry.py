@@ -49,6 +49,22 @@ DEEP = FeatureInfo(
 )  # fmt: skip
 
 
+# The deep model's ImageNet class probabilities, from the same forward pass as ``deep``: kept
+# for every image that has deep vectors, for text search (lookalike.text). Not a descriptor to
+# compare images by, so not in all_features(): a collection keeps it beside ``deep``.
+CLASSES = FeatureInfo(
+    "classes", "classes", 128, np.dtype(np.uint8), "dot",
+    "EfficientNet-Lite0 ImageNet class probabilities: the top 32 as uint16 class ids and "
+    "float16 probabilities (lookalike.index.classes); scored against text queries",
+    "model",
+)  # fmt: skip
+
+
+# A user's CLIP image embeddings (``--model clip-onnx:FOLDER``, lookalike.text.clip): their
+# size depends on the model, so the collection describes the feature itself.
+CLIP_NAME = "clip"
+
+
 def pixel_features() -> dict[str, ComputedFeature]:
     """The descriptors computed from pixels in the decode workers, by name."""
     out: dict[str, ComputedFeature] = {}

@@ -8,7 +8,11 @@ import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
+from lookalike.index import subset
 from lookalike.index.flat import _as_ids
+
+#: Distance faiss gives a missing result slot (id -1) of a Hamming search.
+MISSING_DISTANCE = np.iinfo(np.int32).max
 
 
 class BinaryIndex:
@@ -23,6 +27,7 @@ class BinaryIndex:
         if index.d != self.bits:
             raise ValueError(f"index has {index.d} bits, expected {self.bits}")
         self._index = index
+        self._sorted_ids: np.ndarray | None = None  # for filtered searches; reset on changes
 
     @property
     def code_bytes(self) -> int:
@@ -50,25 +55,49 @@ class BinaryIndex:
             raise ValueError(f"{len(ids)} ids for {len(codes)} codes")
         if len(ids):
             self._index.add_with_ids(codes, ids)
+            self._sorted_ids = None
 
     def ids(self) -> np.ndarray:
         """Every id in the index."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def sorted_ids(self) -> np.ndarray:
+        """Every id in the index, sorted (cached until the index changes)."""
+        if self._sorted_ids is None:
+            self._sorted_ids = np.sort(self.ids())
+        return self._sorted_ids
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove codes by id; returns how many were removed."""
         ids = _as_ids(ids)
         if not len(ids):
             return 0
+        self._sorted_ids = None
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
-    def search(self, codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(distances int32 [Q, k], ids int64 [Q, k])``, nearest first; missing slots id -1."""
+    def search(
+        self, codes: np.ndarray, k: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances int32 [Q, k], ids int64 [Q, k])``, nearest first; missing slots id -1.
+
+        ``ids``: rank only these codes (ids not in the index are ignored). A Hamming scan is
+        cheap, so a faiss id selector serves every size of allowed set.
+        """
         codes = self._as_codes(codes)
         if k <= 0:
             raise ValueError("k must be positive")
-        distances, ids = self._index.search(codes, k)
-        return distances.astype(np.int32, copy=False), ids.astype(np.int64, copy=False)
+        if ids is None:
+            distances, found = self._index.search(codes, k)
+        else:
+            allowed = subset.present(ids, self.sorted_ids())
+            if not len(allowed):
+                return (
+                    np.full((len(codes), k), MISSING_DISTANCE, dtype=np.int32),
+                    np.full((len(codes), k), -1, dtype=np.int64),
+                )
+            params, _keep = subset.selector(allowed)
+            distances, found = self._index.search(codes, k, params=params)
+        return distances.astype(np.int32, copy=False), found.astype(np.int64, copy=False)
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, rename."""

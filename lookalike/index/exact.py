@@ -45,26 +45,35 @@ class ExactIndex:
         rows = order[np.searchsorted(self._ids, ids, sorter=order)]
         return self._vectors[rows]
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(distances [Q, k], ids [Q, k])``, closest first; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances [Q, k], ids [Q, k])``, closest first; missing slots have id -1.
+
+        ``ids``: rank only these vectors (ids not in the index are ignored).
+        """
         from lookalike.features.metrics import scores
 
         queries = np.ascontiguousarray(queries, dtype=self.dtype)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"expected queries of shape (Q, {self.dim}), got {queries.shape}")
-        n = len(self._ids)
+        stored_ids, stored = self._ids, self._vectors
+        if ids is not None:
+            keep = np.isin(stored_ids, np.asarray(ids, dtype=np.int64).reshape(-1))
+            stored_ids, stored = stored_ids[keep], stored[keep]
+        n = len(stored_ids)
         distances = np.full((len(queries), k), np.inf, dtype=np.float32)
-        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
         if n == 0:
-            return distances, ids
-        _, dist = scores(self.metric, queries, self._vectors)
+            return distances, found
+        _, dist = scores(self.metric, queries, stored)
         take = min(k, n)
         part = np.argpartition(dist, take - 1, axis=1)[:, :take]
         order = np.take_along_axis(dist, part, axis=1).argsort(axis=1, kind="stable")
         best = np.take_along_axis(part, order, axis=1)
         distances[:, :take] = np.take_along_axis(dist, best, axis=1)
-        ids[:, :take] = self._ids[best]
-        return distances, ids
+        found[:, :take] = stored_ids[best]
+        return distances, found
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file, fsync, rename)."""

@@ -9,6 +9,10 @@ import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
+from lookalike.index import subset
+
+#: Score faiss gives a missing result slot (id -1) of an inner-product search.
+MISSING_SCORE = np.float32(-np.finfo(np.float32).max)
 
 
 class VectorIndex(Protocol):
@@ -24,7 +28,9 @@ class VectorIndex(Protocol):
 
     def remove(self, ids: np.ndarray) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(
+        self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def save(self, path: Path) -> None: ...
 
@@ -48,6 +54,7 @@ class FlatIndex:
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if self._index.d != dim:
             raise ValueError(f"index has dimension {self._index.d}, expected {dim}")
+        self._sorted_ids: np.ndarray | None = None  # for filtered searches; reset on changes
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -60,10 +67,17 @@ class FlatIndex:
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         if len(ids):
             self._index.add_with_ids(vectors, ids)
+            self._sorted_ids = None
 
     def ids(self) -> np.ndarray:
         """Every id in the index."""
         return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def sorted_ids(self) -> np.ndarray:
+        """Every id in the index, sorted (cached until the index changes)."""
+        if self._sorted_ids is None:
+            self._sorted_ids = np.sort(self.ids())
+        return self._sorted_ids
 
     def vectors_of(self, ids: np.ndarray) -> np.ndarray:
         """Stored vectors for ``ids`` (all must be present), in that order."""
@@ -77,14 +91,27 @@ class FlatIndex:
         ids = _as_ids(ids)
         if not len(ids):
             return 0
+        self._sorted_ids = None
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores [Q, k], ids [Q, k])``, best first; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores [Q, k], ids [Q, k])``, best first; missing slots have id -1.
+
+        ``ids``: rank only these vectors (ids not in the index are ignored).
+        """
         queries = _as_vectors(queries, self.dim)
         if k <= 0:
             raise ValueError("k must be positive")
-        return self._index.search(queries, k)
+        if ids is None:
+            return self._index.search(queries, k)
+        allowed = subset.present(ids, self.sorted_ids())
+        if subset.score_directly(len(allowed), len(self), 4 * self.dim):
+            scores = queries @ self.vectors_of(allowed).T
+            return subset.top_k(scores, allowed, k, largest=True, fill=MISSING_SCORE)
+        params, _keep = subset.selector(allowed)
+        return self._index.search(queries, k, params=params)
 
     def save(self, path: Path) -> None:
         """Write atomically: a temporary file in the same folder, fsync, rename."""

@@ -14,24 +14,31 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.catalog import Catalog
-from lookalike.features.registry import FeatureInfo, all_features
+from lookalike.features.registry import CLASSES, CLIP_NAME, FeatureInfo, all_features
 from lookalike.index.exact import ExactIndex
 from lookalike.index.flat import FlatIndex
 
 
 def index_kind(info: FeatureInfo) -> str:
-    """``"binary"`` (Hamming, faiss), ``"flat"`` (inner product, faiss) or ``"exact"`` (numpy)."""
+    """``"binary"`` (Hamming, faiss), ``"flat"`` (inner product, faiss), ``"exact"`` (numpy) or
+    ``"classes"`` (sparse class probabilities, :mod:`lookalike.index.classes`)."""
+    if info.kind == "classes":
+        return "classes"
     if info.binary:
         return "binary"
     return "flat" if info.metric == "cosine" else "exact"
 
 
-_EXTENSIONS = {"binary": ".bfaiss", "flat": ".faiss", "exact": ".npz"}
+_EXTENSIONS = {"binary": ".bfaiss", "flat": ".faiss", "exact": ".npz", "classes": ".npz"}
 
 
 def new_index(info: FeatureInfo, metric: str | None = None):
     """An empty index for ``info`` (under ``metric`` if it differs from the feature's own)."""
     metric = metric or info.metric
+    if info.kind == "classes":
+        from lookalike.index.classes import ClassIndex
+
+        return ClassIndex()
     if info.binary:
         from lookalike.index.binary import BinaryIndex
 
@@ -43,6 +50,10 @@ def new_index(info: FeatureInfo, metric: str | None = None):
 
 def _load(path: Path, info: FeatureInfo):
     kind = index_kind(info)
+    if kind == "classes":
+        from lookalike.index.classes import ClassIndex
+
+        return ClassIndex.load(path)
     if kind == "binary":
         from lookalike.index.binary import BinaryIndex
 
@@ -126,7 +137,7 @@ class IndexStore:
             if not current.exists():
                 self.get(info)
             keep.add(current)
-        for name in all_features():
+        for name in [*all_features(), CLASSES.name, CLIP_NAME]:
             for stale in self.folder.glob(f"{name}.g*"):
                 if stale not in keep:  # older generations, dropped features, crash leftovers
                     stale.unlink(missing_ok=True)

@@ -1,0 +1,543 @@
+"""Filters on image metadata: a small expression language, a dict form, and their SQL.
+
+Both forms become one tree of :class:`Condition`, :class:`And`, :class:`Or` and :class:`Not`
+nodes, which :func:`to_sql` compiles into a parameterised SQL condition on the catalog's
+``files`` table (alias ``f``). User values only ever travel as SQL parameters.
+
+Expression grammar (keywords in any case)::
+
+    filter     := or
+    or         := and ("or" and)*
+    and        := unary ("and" unary)*
+    unary      := "not" unary | "(" or ")" | condition
+    condition  := FIELD op value
+                | FIELD ["not"] "in" "(" value ("," value)* ")"
+                | FIELD ["not"] "like" STRING
+                | FIELD "is" ["not"] "null"
+    op         := "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">="
+    value      := STRING | NUMBER | "true" | "false"
+
+``FIELD`` is a name (letters, digits, ``_``, ``.``, ``-``; not starting with a digit) or any
+text in backticks. ``STRING`` is quoted with ``'`` or ``"`` (double the quote to include it).
+``like`` patterns use ``%`` and ``_`` (``\\%`` for a literal percent) and ignore ASCII case.
+The field ``path`` is the file's own path.
+
+Semantics: numbers compare as numbers, strings as strings; a quoted value that looks like a
+number (``'50'``) compares with both. A condition on a field an image does not have is false
+(``price != 5`` needs a price); ``not (...)`` is the complement (``not price = 5`` includes
+images without a price). ``is null`` / ``is not null`` test whether the field is there.
+
+Dict form (what a JSON API sends), every entry ANDed::
+
+    {"category": "shoes", "price": {"lt": 50, "gte": 10}, "brand": {"in": ["a", "b"]}}
+
+with operators ``eq ne lt lte gt gte in nin like exists`` (``exists``: true or false); a list
+stands for ``in``, ``None`` for "is null".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "And",
+    "Condition",
+    "FilterError",
+    "Not",
+    "Or",
+    "as_filter",
+    "filter_from_dict",
+    "parse_filter",
+    "to_sql",
+]
+
+Value = str | int | float
+
+#: Longest expression accepted, in characters, and deepest nesting of parentheses / ``not``.
+MAX_LENGTH = 20_000
+MAX_DEPTH = 64
+#: SQLite's limit on parameters is 32766; stay below it.
+MAX_PARAMETERS = 30_000
+
+#: The pseudo-field naming the file's own path.
+PATH_FIELD = "path"
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_LEADING_ZERO = re.compile(r"[+-]?0\d")
+
+
+class FilterError(ValueError):
+    """A filter that cannot be read: the message says what and where."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``field op values``; op is one of eq ne lt le gt ge in nin like nlike null notnull."""
+
+    field: str
+    op: str
+    values: tuple[Value, ...] = ()
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Not:
+    item: object
+
+
+Node = Condition | And | Or | Not
+
+_COMPARISONS = {"=": "eq", "==": "eq", "!=": "ne", "<>": "ne", "<": "lt", "<=": "le",
+                ">": "gt", ">=": "ge"}  # fmt: skip
+_SQL_OPS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_KEYWORDS = {"and", "or", "not", "in", "like", "is", "null", "true", "false"}
+
+
+def as_number(text: str) -> int | float | None:
+    """The number ``text`` spells (``"12"``, ``"-3.5"``, ``"1e3"``), or None.
+
+    Not a number: empty text, ``nan``/``inf``, and integers with leading zeros (``"007"``, a
+    code rather than a quantity).
+    """
+    text = text.strip()
+    if not _NUMBER.fullmatch(text) or _LEADING_ZERO.match(text):
+        return None
+    if re.fullmatch(r"[+-]?\d+", text):
+        value = int(text)
+        return value if -(2**63) <= value < 2**63 else float(value)
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "name", "string", "number", "op", "(", ")", ",", "kw", "end"
+    text: str  # as written
+    value: object
+    pos: int
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(?![\w.])
+  | (?P<name>[^\W\d][\w.\-]*)
+  | (?P<op><=|>=|!=|<>|==|=|<|>)
+  | (?P<punct>[(),])
+    """,
+    re.VERBOSE,
+)
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    pos = 0
+    while pos < len(text):
+        char = text[pos]
+        if char in "'\"`":
+            end, value = _quoted(text, pos)
+            kind = "name" if char == "`" else "string"
+            tokens.append(_Token(kind, text[pos:end], value, pos))
+            pos = end
+            continue
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise _error(text, pos, f"unexpected character {char!r}")
+        kind = match.lastgroup
+        word = match.group()
+        if kind == "number":
+            tokens.append(_Token("number", word, _number_literal(text, pos, word), pos))
+        elif kind == "name":
+            lower = word.lower()
+            if lower in _KEYWORDS:
+                tokens.append(_Token("kw", word, lower, pos))
+            else:
+                tokens.append(_Token("name", word, word, pos))
+        elif kind == "op":
+            tokens.append(_Token("op", word, _COMPARISONS[word], pos))
+        elif kind == "punct":
+            tokens.append(_Token(word, word, word, pos))
+        pos = match.end()
+    tokens.append(_Token("end", "", None, len(text)))
+    return tokens
+
+
+def _quoted(text: str, start: int) -> tuple[int, str]:
+    """End position and content of the quoted text starting at ``start`` (quote doubled)."""
+    quote = text[start]
+    parts = []
+    pos = start + 1
+    while True:
+        end = text.find(quote, pos)
+        if end < 0:
+            what = "name" if quote == "`" else "string"
+            raise _error(text, start, f"unterminated {what} (no closing {quote})")
+        parts.append(text[pos:end])
+        if text.startswith(quote * 2, end):
+            parts.append(quote)
+            pos = end + 2
+            continue
+        return end + 1, "".join(parts)
+
+
+def _number_literal(text: str, pos: int, word: str) -> int | float:
+    if re.fullmatch(r"[+-]?\d+", word):
+        value = int(word)
+        if -(2**63) <= value < 2**63:
+            return value
+    number = float(word)
+    if not math.isfinite(number):
+        raise _error(text, pos, f"number {word} is out of range")
+    return number
+
+
+def _error(text: str, pos: int, problem: str) -> FilterError:
+    shown = text if len(text) <= 200 else text[:200] + "..."
+    return FilterError(f"{problem} at character {pos + 1} of filter {shown!r}")
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.at = 0
+        self.depth = 0
+
+    @property
+    def token(self) -> _Token:
+        return self.tokens[self.at]
+
+    def take(self) -> _Token:
+        token = self.tokens[self.at]
+        self.at += 1
+        return token
+
+    def is_kw(self, *words: str) -> bool:
+        return self.token.kind == "kw" and self.token.value in words
+
+    def fail(self, expected: str, token: _Token | None = None) -> FilterError:
+        token = token or self.token
+        found = "the end of the filter" if token.kind == "end" else repr(token.text)
+        return _error(self.text, token.pos, f"expected {expected}, found {found}")
+
+    def parse(self) -> Node:
+        node = self.or_()
+        if self.token.kind != "end":
+            raise self.fail("'and', 'or' or the end of the filter")
+        return node
+
+    def or_(self) -> Node:
+        items = [self.and_()]
+        while self.is_kw("or"):
+            self.take()
+            items.append(self.and_())
+        return items[0] if len(items) == 1 else Or(tuple(items))
+
+    def and_(self) -> Node:
+        items = [self.unary()]
+        while self.is_kw("and"):
+            self.take()
+            items.append(self.unary())
+        return items[0] if len(items) == 1 else And(tuple(items))
+
+    def unary(self) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _error(self.text, self.token.pos, f"nested more than {MAX_DEPTH} deep")
+        try:
+            if self.is_kw("not"):
+                self.take()
+                return Not(self.unary())
+            if self.token.kind == "(":
+                self.take()
+                node = self.or_()
+                if self.token.kind != ")":
+                    raise self.fail("')'")
+                self.take()
+                return node
+            return self.condition()
+        finally:
+            self.depth -= 1
+
+    def condition(self) -> Condition:
+        if self.token.kind != "name":
+            if self.token.kind == "kw" and self.token.value not in ("true", "false", "null"):
+                raise self.fail("a field name (quote a field named like a keyword in backticks)")
+            raise self.fail("a field name")
+        field = self.take().value
+        if self.token.kind == "op":
+            op = self.take().value
+            return Condition(field, op, (self.value(),))
+        negate = False
+        if self.is_kw("not"):
+            self.take()
+            negate = True
+            if not self.is_kw("in", "like"):
+                raise self.fail("'in' or 'like' after 'not'")
+        if self.is_kw("in"):
+            self.take()
+            return Condition(field, "nin" if negate else "in", self.value_list())
+        if self.is_kw("like"):
+            self.take()
+            if self.token.kind != "string":
+                raise self.fail("a quoted pattern after 'like'")
+            return Condition(field, "nlike" if negate else "like", (self.take().value,))
+        if self.is_kw("is"):
+            self.take()
+            missing = True
+            if self.is_kw("not"):
+                self.take()
+                missing = False
+            if not self.is_kw("null"):
+                raise self.fail("'null'")
+            self.take()
+            return Condition(field, "null" if missing else "notnull")
+        raise self.fail(f"an operator after {field!r} (= != < <= > >= in like is)")
+
+    def value(self) -> Value:
+        token = self.token
+        if token.kind in ("string", "number"):
+            self.take()
+            return token.value
+        if token.kind == "kw" and token.value in ("true", "false"):
+            self.take()
+            return 1 if token.value == "true" else 0
+        if token.kind == "name":
+            raise self.fail("a value (quote strings: 'text')")
+        raise self.fail("a value")
+
+    def value_list(self) -> tuple[Value, ...]:
+        if self.token.kind != "(":
+            raise self.fail("'(' after 'in'")
+        self.take()
+        values = [self.value()]
+        while self.token.kind == ",":
+            self.take()
+            if self.token.kind == ")":  # trailing comma
+                break
+            values.append(self.value())
+        if self.token.kind != ")":
+            raise self.fail("',' or ')'")
+        self.take()
+        return tuple(values)
+
+
+def parse_filter(text: str) -> Node | None:
+    """The tree of the expression ``text``; None for an empty one (no filter).
+
+    Raises:
+        FilterError: the expression is malformed; the message points at the problem.
+
+    Example:
+        >>> parse_filter("category = 'shoes' and price < 50")
+    """
+    if not isinstance(text, str):
+        raise FilterError(f"a filter expression must be text, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"filter is too long ({len(text)} characters, at most {MAX_LENGTH})")
+    if not text.strip():
+        return None
+    return _Parser(text).parse()
+
+
+# -- dict form ---------------------------------------------------------------------------------
+
+_DICT_OPS = {"eq": "eq", "ne": "ne", "lt": "lt", "lte": "le", "gt": "gt", "gte": "ge",
+             "in": "in", "nin": "nin", "like": "like"}  # fmt: skip
+
+
+def _dict_value(field: str, value: object) -> Value:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FilterError(f"filter on {field!r}: {value} is not a usable number")
+        return value
+    if isinstance(value, str):
+        return value
+    raise FilterError(
+        f"filter on {field!r}: values must be strings or numbers, got {type(value).__name__}"
+    )
+
+
+def _dict_list(field: str, op: str, value: object) -> tuple[Value, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+        raise FilterError(f"filter on {field!r}: {op!r} needs a list of values")
+    return tuple(_dict_value(field, v) for v in value)
+
+
+def filter_from_dict(spec: Mapping) -> Node | None:
+    """The tree of a dict filter (all entries ANDed); None for an empty dict.
+
+    Example:
+        >>> filter_from_dict({"category": "shoes", "price": {"lt": 50, "gte": 10}})
+    """
+    if not isinstance(spec, Mapping):
+        raise FilterError(f"a filter must be an expression or a dict, got {type(spec).__name__}")
+    items: list[Node] = []
+    for field, rule in spec.items():
+        if not isinstance(field, str) or not field:
+            raise FilterError(f"filter field names must be non-empty strings, got {field!r}")
+        if isinstance(rule, Mapping):
+            if not rule:
+                raise FilterError(f"filter on {field!r}: no operator given")
+            for op, value in rule.items():
+                if op == "exists":
+                    if not isinstance(value, bool):
+                        raise FilterError(f"filter on {field!r}: 'exists' needs true or false")
+                    items.append(Condition(field, "notnull" if value else "null"))
+                elif op in ("in", "nin"):
+                    items.append(Condition(field, op, _dict_list(field, op, value)))
+                elif op in _DICT_OPS:
+                    if op == "like" and not isinstance(value, str):
+                        raise FilterError(f"filter on {field!r}: 'like' needs a text pattern")
+                    items.append(Condition(field, _DICT_OPS[op], (_dict_value(field, value),)))
+                else:
+                    known = ", ".join([*_DICT_OPS, "exists"])
+                    raise FilterError(
+                        f"filter on {field!r}: unknown operator {op!r}; use one of {known}"
+                    )
+        elif rule is None:
+            items.append(Condition(field, "null"))
+        elif isinstance(rule, list | tuple | set | frozenset):
+            items.append(Condition(field, "in", _dict_list(field, "in", rule)))
+        else:
+            items.append(Condition(field, "eq", (_dict_value(field, rule),)))
+    if not items:
+        return None
+    return items[0] if len(items) == 1 else And(tuple(items))
+
+
+def as_filter(where: str | Mapping | Node | None) -> Node | None:
+    """A filter tree from an expression, a dict, a tree, or None (no filter)."""
+    if where is None or isinstance(where, Condition | And | Or | Not):
+        return where
+    if isinstance(where, str):
+        return parse_filter(where)
+    return filter_from_dict(where)
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+
+_IS_NUMBER = "typeof(m.value) IN ('integer', 'real')"
+_IS_TEXT = "typeof(m.value) = 'text'"
+
+
+def _typed(value: Value) -> tuple[list[int | float], list[str]]:
+    """The numbers and the strings ``value`` compares with (a numeric string: both)."""
+    if isinstance(value, str):
+        number = as_number(value)
+        return ([number] if number is not None else []), [value]
+    return [value], []
+
+
+def _compare(op: str, value: Value, params: list) -> str:
+    numbers, texts = _typed(value)
+    parts = []
+    for number in numbers:
+        parts.append(f"({_IS_NUMBER} AND m.value {op} ?)")
+        params.append(number)
+    for text in texts:
+        parts.append(f"({_IS_TEXT} AND m.value {op} ?)")
+        params.append(text)
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _member(values: tuple[Value, ...], params: list) -> str:
+    numbers: list[int | float] = []
+    texts: list[str] = []
+    for value in values:
+        n, t = _typed(value)
+        numbers += n
+        texts += t
+    parts = []
+    if numbers:
+        parts.append(f"({_IS_NUMBER} AND m.value IN ({','.join('?' * len(numbers))}))")
+        params.extend(numbers)
+    if texts:
+        parts.append(f"({_IS_TEXT} AND m.value IN ({','.join('?' * len(texts))}))")
+        params.extend(texts)
+    return "(" + " OR ".join(parts) + ")" if parts else "0"
+
+
+def _path_condition(cond: Condition, params: list) -> str:
+    values = [str(v) for v in cond.values]
+    if cond.op in ("null", "notnull"):
+        return "0" if cond.op == "null" else "1"
+    if cond.op in ("in", "nin"):
+        if not values:
+            return "0" if cond.op == "in" else "1"
+        params.extend(values)
+        return f"f.path {'NOT ' if cond.op == 'nin' else ''}IN ({','.join('?' * len(values))})"
+    params.append(values[0])
+    if cond.op in ("like", "nlike"):
+        return f"f.path {'NOT ' if cond.op == 'nlike' else ''}LIKE ? ESCAPE '\\'"
+    return f"f.path {'!=' if cond.op == 'ne' else _SQL_OPS[cond.op]} ?"
+
+
+def _condition(cond: Condition, params: list) -> str:
+    if cond.field == PATH_FIELD:
+        return _path_condition(cond, params)
+    params.append(cond.field)
+    head = "f.path IN (SELECT m.path FROM metadata m WHERE m.key = ?"
+    if cond.op == "null":
+        return "f.path NOT IN (SELECT m.path FROM metadata m WHERE m.key = ?)"
+    if cond.op == "notnull":
+        return head + ")"
+    if cond.op in ("eq", "lt", "le", "gt", "ge"):
+        return f"{head} AND {_compare(_SQL_OPS[cond.op], cond.values[0], params)})"
+    if cond.op == "ne":
+        return f"{head} AND NOT {_compare('=', cond.values[0], params)})"
+    if cond.op in ("in", "nin"):
+        member = _member(cond.values, params)
+        return f"{head} AND {'NOT ' if cond.op == 'nin' else ''}{member})"
+    if cond.op in ("like", "nlike"):
+        params.append(str(cond.values[0]))
+        negate = "NOT " if cond.op == "nlike" else ""
+        return f"{head} AND {negate}CAST(m.value AS TEXT) LIKE ? ESCAPE '\\')"
+    raise FilterError(f"unknown operator {cond.op!r}")
+
+
+def _sql(node: Node, params: list) -> str:
+    if isinstance(node, Condition):
+        return _condition(node, params)
+    if isinstance(node, And):
+        return "(" + " AND ".join(_sql(item, params) for item in node.items) + ")"
+    if isinstance(node, Or):
+        return "(" + " OR ".join(_sql(item, params) for item in node.items) + ")"
+    if isinstance(node, Not):
+        return f"(NOT {_sql(node.item, params)})"
+    raise FilterError(f"not a filter node: {node!r}")
+
+
+def to_sql(where: str | Mapping | Node | None) -> tuple[str, list]:
+    """``(sql, params)``: a condition on the catalog's ``files`` table aliased ``f``.
+
+    ``"1"`` (everything) when there is no filter.
+    """
+    node = as_filter(where)
+    if node is None:
+        return "1", []
+    params: list = []
+    sql = _sql(node, params)
+    if len(params) > MAX_PARAMETERS:
+        raise FilterError(f"filter is too large ({len(params)} values, at most {MAX_PARAMETERS})")
+    return sql, params

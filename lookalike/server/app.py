@@ -1,0 +1,1055 @@
+"""The HTTP API and the web page of ``lookalike serve`` (FastAPI; OpenAPI docs at ``/docs``).
+
+Stable core that clients rely on:
+
+* ``POST /api/search?k=N`` with a multipart field ``image`` ->
+  ``{"results": [{"id", "path", "score", "metadata", ...}]}``, best first;
+* ``DELETE /api/images/{id}`` removes an image (bearer token);
+* ``GET /api/health``.
+
+Around it: search by an indexed image (``/api/search/by-id/{id}``), one image's metadata,
+thumbnail and large view by id, adding images (upload, or server-side paths under an allowed
+root) as jobs with progress, duplicates, copy check, stats, filters. Errors are JSON,
+``{"detail": "message"}``, with the fitting status.
+
+Safe by default: changing endpoints need ``Authorization: Bearer TOKEN`` (401 without);
+request bodies above the upload limit get 413 (checked from ``Content-Length`` and while
+reading); images are decoded with a pixel limit; files are served by image id only; no URL is
+fetched unless ``allow_url_fetch``; no CORS unless origins are given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.server.engine import (
+    FORMAT_SUFFIX,
+    AddProgress,
+    FileRecord,
+    Forbidden,
+    Job,
+    NotFound,
+    ReaderPool,
+    Writer,
+    file_record,
+    folders_of,
+    metadata_of,
+    unique_name,
+)
+
+log = logging.getLogger("lookalike.server")
+
+STATIC = Path(__file__).parent / "static"
+MAX_K = 500
+THUMB_SIZES = (128, 256, 384, 512)
+VIEW_MAX = 1600
+#: pixel limit for uploaded and served images (decompression bombs), unless configured
+DEFAULT_MAX_PIXELS = 100_000_000
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'"
+)
+
+
+@dataclass
+class ServerConfig:
+    """What ``lookalike serve`` was started with."""
+
+    db: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    allow_roots: list[Path] = field(default_factory=list)
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    cors_origins: list[str] = field(default_factory=list)
+    allow_url_fetch: bool = False
+    readers: int = 2
+    threads: int | None = None  # inference threads per reader (default: cores / readers)
+    workers: int | None = None  # decode processes of an add (default: one per core)
+    upload_dir: Path | None = None  # default: DB/uploads
+    thumb_dir: Path | None = None  # default: DB/thumbs
+
+    def __post_init__(self) -> None:
+        self.db = Path(self.db).expanduser().absolute()
+        self.allow_roots = [Path(os.path.realpath(Path(r).expanduser())) for r in self.allow_roots]
+        self.upload_dir = Path(self.upload_dir or self.db / "uploads").absolute()
+        self.thumb_dir = Path(self.thumb_dir or self.db / "thumbs").absolute()
+        if self.threads is None:
+            self.threads = max(1, (os.cpu_count() or 1) // max(1, self.readers))
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"upload too large: the limit is {limit / 2**20:g} MB")
+
+
+def _image_error(exc: Exception) -> HTTPException:
+    reason = getattr(exc, "reason", None) or str(exc)
+    status = 413 if reason.startswith("too big") else 400
+    return HTTPException(status, f"not a usable image: {reason}")
+
+
+def _raise_for(exc: BaseException) -> None:
+    """Turn the library's exceptions into HTTP errors (re-raises anything else)."""
+    from lookalike.catalog import CatalogError
+    from lookalike.features.registry import UnknownFeature
+    from lookalike.images import ImageError
+    from lookalike.lock import LockedError
+
+    if isinstance(exc, HTTPException):
+        raise exc
+    if isinstance(exc, ImageError):
+        raise _image_error(exc) from None
+    if isinstance(exc, NotFound | FileNotFoundError):
+        raise HTTPException(404, str(exc)) from None
+    if isinstance(exc, Forbidden):
+        raise HTTPException(403, str(exc)) from None
+    if isinstance(exc, LockedError):
+        raise HTTPException(409, str(exc)) from None
+    if isinstance(exc, UnknownFeature | CatalogError | ValueError):  # FilterError is one
+        raise HTTPException(400, str(exc)) from None
+    raise exc
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for a body above ``limit`` bytes, by header or while reading."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _json(send, 413, BodyTooLarge(self.limit).detail, close=True)
+            return
+        seen = 0
+        started = False
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        async def tracked(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await _json(send, 413, exc.detail, close=True)
+
+
+class _Headers:
+    """ASGI middleware: security headers on every response; the page's CSP on HTML."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                names = {k.lower() for k, _ in headers}
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if scope["path"] == "/" or scope["path"].startswith("/static/"):
+                    extra.append((b"content-security-policy", PAGE_CSP.encode()))
+                headers += [(k, v) for k, v in extra if k not in names]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, add)
+
+
+async def _json(send, status: int, detail: str, close: bool = False) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- parameters shared by routes -----------------------------------------------------------------
+
+bearer = HTTPBearer(auto_error=False, description="the token printed by `lookalike serve`")
+
+K = Annotated[int, Query(ge=1, le=MAX_K, description="how many results")]
+Where = Annotated[
+    str | None,
+    Query(
+        description='metadata filter: an expression (`category = "shoes" and price < 50`) '
+        'or a JSON object (`{"category": "shoes", "price": {"lt": 50}}`)'
+    ),
+]
+Folder = Annotated[str | None, Query(description="only images inside this folder")]
+
+Wait = Annotated[bool, Query(description="answer when the job has finished")]
+
+
+# -- response models (for the OpenAPI docs) ----------------------------------------------------
+
+
+class Hit(BaseModel):
+    id: int = Field(description="the image's id (a file of the collection)")
+    path: str
+    score: float = Field(description="similarity, larger is closer (cosine for deep)")
+    distance: float = 0.0
+    width: int = 0
+    height: int = 0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit] = Field(description="best first")
+    took_ms: float = 0.0
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    ready: bool
+    jobs_active: int
+
+
+class ImageInfo(BaseModel):
+    id: int
+    path: str
+    size: int
+    mtime: float
+    content_id: int
+    width: int
+    height: int
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    thumbnail: str
+    view: str
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: str
+    status: str = Field(description="queued | running | done | failed")
+    done: int
+    total: int | None
+    progress: float | None
+    message: str
+    result: dict[str, Any] | None
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class PathsRequest(BaseModel):
+    paths: list[str] = Field(description="files or folders on the server, under an allowed root")
+    metadata: str | None = Field(
+        None, description="a metadata file (CSV or JSON lines) on the server, under an allowed root"
+    )
+
+
+class Deleted(BaseModel):
+    deleted: int
+    path: str
+
+
+# -- the app -----------------------------------------------------------------------------------
+
+
+class Server:
+    """What the routes share: configuration, reader pool, writer, caches."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        import lookalike
+
+        self.config = config
+        with lookalike.open(config.db, create=True):  # a new, empty collection if none
+            pass
+        self.readers = ReaderPool(config.db, config.readers, config.threads)
+        self.writer = Writer(config.db, workers=config.workers)
+        self.thumbs = Thumbnails(config.thumb_dir, config.max_pixels)
+        self._records: OrderedDict[int, FileRecord] = OrderedDict()
+        self._records_lock = threading.Lock()
+        self._search_params: set[str] | None = None
+
+    def close(self) -> None:
+        self.writer.close()
+        self.readers.close()
+
+    # records of files by id, cached until the next write
+    async def record(self, file_id: int) -> FileRecord:
+        with self._records_lock:
+            rec = self._records.get(file_id)
+            if rec is not None:
+                self._records.move_to_end(file_id)
+                return rec
+        try:
+            rec = await self.readers.run(lambda col: file_record(col, file_id))
+        except Exception as exc:  # noqa: BLE001
+            _raise_for(exc)
+        with self._records_lock:
+            self._records[file_id] = rec
+            while len(self._records) > 10_000:
+                self._records.popitem(last=False)
+        return rec
+
+    def forget_records(self) -> None:
+        with self._records_lock:
+            self._records.clear()
+
+    def filter_args(self, col, where: str | None, folder: str | None, method: str) -> dict:
+        """Keyword arguments for ``col.<method>`` carrying the filters (400/501 if unusable)."""
+        if where is None and not folder:
+            return {}
+        params = inspect.signature(getattr(col, method)).parameters
+        out: dict = {}
+        if where is not None and where.strip():
+            if "where" not in params:
+                raise HTTPException(501, "this lookalike cannot filter by metadata")
+            out["where"] = _parse_where(where)
+        if folder:
+            if "folder" not in params:
+                raise HTTPException(501, "this lookalike cannot filter by folder")
+            out["folder"] = folder
+        return out
+
+    def check_allowed(self, path: str) -> Path:
+        """The real path of ``path`` if it lies under an allowed root; 403 otherwise."""
+        if not self.config.allow_roots:
+            raise HTTPException(
+                403, "adding server-side paths is disabled; start the server with --allow-root DIR"
+            )
+        real = Path(os.path.realpath(Path(path).expanduser()))
+        for root in self.config.allow_roots:
+            if real == root or real.is_relative_to(root):
+                if not real.exists():
+                    raise HTTPException(404, f"no such file or folder: {path}")
+                return real
+        raise HTTPException(403, f"{path} is outside the allowed roots")
+
+
+def _parse_where(where: str) -> str | dict:
+    text = where.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise HTTPException(400, f"where: invalid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise HTTPException(400, "where: expected a JSON object")
+        return value
+    return text
+
+
+def _parse_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise HTTPException(404, f"no image with id {text!r}")
+    return int(text)
+
+
+def _hits(col, matches) -> list[dict]:
+    missing = [m.id for m in matches if not hasattr(m, "metadata")]
+    extra = metadata_of(col, missing) if missing else {}
+    return [
+        {
+            "id": m.id,
+            "path": m.path,
+            "score": round(float(m.score), 6),
+            "distance": round(float(m.distance), 6),
+            "width": m.width,
+            "height": m.height,
+            "metadata": dict(getattr(m, "metadata", None) or extra.get(m.id) or {}),
+        }
+        for m in matches
+    ]
+
+
+def _region_box(region: str | None) -> list[float] | None:
+    """The query region a copy check matched, as fractions ``[x0, y0, x1, y1]``."""
+    if not region:
+        return None
+    if region in ("whole", "flip"):
+        return [0.0, 0.0, 1.0, 1.0]
+    if region == "centre70":
+        return [0.15, 0.15, 0.85, 0.85]
+    m = re.fullmatch(r"grid(\d)_(\d)(\d)_(\d+)", region)
+    if not m:
+        return None
+    n, i, j, keep = int(m[1]), int(m[2]), int(m[3]), int(m[4]) / 100
+    x0, y0 = (1 - keep) * j / (n - 1), (1 - keep) * i / (n - 1)
+    return [round(x0, 4), round(y0, 4), round(x0 + keep, 4), round(y0 + keep, 4)]
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, dataclasses to dicts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if hasattr(value, "as_dict"):
+        return _plain(value.as_dict())
+    return value
+
+
+class Thumbnails:
+    """JPEG renditions of indexed images by content hash and size: memory, then disk, then made."""
+
+    def __init__(self, folder: Path, max_pixels: int, memory_items: int = 512) -> None:
+        self.folder = folder
+        self.max_pixels = max_pixels
+        self.memory_items = memory_items
+        self._memory: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._making = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+
+    def get(self, rec: FileRecord, size: int) -> bytes:
+        key = (rec.sha256, size)
+        with self._lock:
+            data = self._memory.get(key)
+            if data is not None:
+                self._memory.move_to_end(key)
+                return data
+        file = self.folder / rec.sha256[:2] / f"{rec.sha256}-{size}.jpg"
+        try:
+            data = file.read_bytes()
+        except OSError:
+            with self._making:
+                data = self._make(rec.path, size)
+            try:
+                file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, file)
+            except OSError:  # a read-only index folder: memory only
+                pass
+        if size <= max(THUMB_SIZES):
+            with self._lock:
+                self._memory[key] = data
+                while len(self._memory) > self.memory_items:
+                    self._memory.popitem(last=False)
+        return data
+
+    def _make(self, path: str, size: int) -> bytes:
+        import io
+
+        from lookalike.images import ImageError, load_image
+
+        if not os.path.isfile(path):
+            raise NotFound(f"the file of this image is gone: {path}")
+        try:
+            image = load_image(path, min_side=size, max_pixels=self.max_pixels).image
+        except ImageError as exc:
+            raise NotFound(f"the file of this image cannot be read: {exc.reason}") from None
+        image.thumbnail((size, size))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85 if size <= 512 else 88, progressive=size > 512)
+        return out.getvalue()
+
+    def forget(self, sha256: str) -> None:
+        with self._lock:
+            for key in [k for k in self._memory if k[0] == sha256]:
+                del self._memory[key]
+        for file in (self.folder / sha256[:2]).glob(f"{sha256}-*.jpg"):
+            file.unlink(missing_ok=True)
+
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The FastAPI application serving the collection at ``config.db``."""
+    from contextlib import asynccontextmanager
+
+    from fastapi_offline import FastAPIOffline
+
+    from lookalike import __version__
+
+    server = Server(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.close()
+
+    app = FastAPIOffline(
+        title="lookalike",
+        version=__version__,
+        summary="Search by image: find the same and the most similar images in a collection.",
+        description=(__doc__ or "").split("\n\n", 1)[1],
+        lifespan=lifespan,
+        static_url="/docs-assets",
+    )
+    app.state.server = server
+
+    def require_token(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        given = (creds.credentials if creds else "").encode()
+        if not secrets.compare_digest(given, config.token.encode()):
+            raise HTTPException(
+                401,
+                "this needs the server's token: Authorization: Bearer TOKEN "
+                "(printed by `lookalike serve`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    auth = [Depends(require_token)]
+
+    # -- errors as JSON ------------------------------------------------------------------------
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"not found: {request.url.path}"
+        return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("query", "body"))
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, 422)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    # -- reading an uploaded query ---------------------------------------------------------------
+
+    async def query_bytes(image: UploadFile | None, url: str | None) -> bytes:
+        if image is not None:
+            data = await image.read()
+        elif url:
+            if not config.allow_url_fetch:
+                raise HTTPException(
+                    403, "fetching URLs is disabled; start the server with --allow-url-fetch"
+                )
+            data = await run_in_threadpool(_fetch, url, config.max_upload_bytes)
+        else:
+            raise HTTPException(400, "send the query image in the multipart field 'image'")
+        if not data:
+            raise HTTPException(400, "not a usable image: empty file")
+        return data
+
+    def decode(data: bytes):
+        from lookalike.collection import MIN_SIDE
+        from lookalike.images import ImageError, load_image
+
+        try:
+            return load_image(data, min_side=MIN_SIDE, max_pixels=config.max_pixels).image
+        except ImageError as exc:
+            raise _image_error(exc) from None
+
+    async def on_reader(fn):
+        try:
+            return await server.readers.run(fn)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status, or re-raised (500)
+            _raise_for(exc)
+
+    # -- health, stats, filters -------------------------------------------------------------------
+
+    @app.get("/api/health", response_model=Health, tags=["core"])
+    async def health() -> dict:
+        """Whether the server is up (cheap: touches no index)."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "ready": server.readers.wait_ready(0),
+            "jobs_active": len(server.writer.active),
+        }
+
+    @app.get("/api/stats", tags=["collection"])
+    async def stats() -> dict:
+        """What the collection holds (as `lookalike info --json`), and the running jobs."""
+
+        def work(col):
+            out = col.info()
+            out["metadata_keys"] = len(col.metadata_keys()) if hasattr(col, "metadata_keys") else 0
+            return out
+
+        info = await on_reader(work)
+        info["jobs"] = [j.as_dict() for j in server.writer.active]
+        info["limits"] = {
+            "max_upload_bytes": config.max_upload_bytes,
+            "max_pixels": config.max_pixels,
+            "server_paths": bool(config.allow_roots),
+            "url_fetch": config.allow_url_fetch,
+        }
+        return _plain(info)
+
+    @app.get("/api/filters", tags=["collection"])
+    async def filters() -> dict:
+        """What can be filtered on: folders, and metadata keys (type, count, range or values)."""
+
+        def work(col):
+            keys = col.metadata_keys() if hasattr(col, "metadata_keys") else {}
+            return {"folders": folders_of(col), "metadata": keys}
+
+        return _plain(await on_reader(work))
+
+    # -- search ------------------------------------------------------------------------------------
+
+    @app.post("/api/search", response_model=SearchResponse, tags=["core"])
+    async def search(
+        k: K = 10,
+        where: Where = None,
+        folder: Folder = None,
+        feature: Annotated[str | None, Query(description="descriptor (default: deep)")] = None,
+        image: Annotated[UploadFile | None, File(description="the query image")] = None,
+        url: Annotated[str | None, Form(description="an image URL (if enabled)")] = None,
+    ) -> dict:
+        """The `k` indexed images most similar to the uploaded `image`, best first."""
+        data = await query_bytes(image, url)
+        started = time.perf_counter()
+
+        def work(col):
+            query = decode(data)
+            extra = server.filter_args(col, where, folder, "search")
+            return _hits(col, col.search(query, k, feature=feature, **extra))
+
+        results = await on_reader(work)
+        return {"results": results, "took_ms": round((time.perf_counter() - started) * 1e3, 2)}
+
+    @app.post("/api/search/by-id/{image_id}", response_model=SearchResponse, tags=["search"])
+    async def search_by_id(
+        image_id: str, k: K = 10, where: Where = None, folder: Folder = None
+    ) -> dict:
+        """More like this: the images most similar to the indexed image `image_id`."""
+        file_id = _parse_id(image_id)
+        started = time.perf_counter()
+
+        def work(col):
+            from lookalike.features.registry import info as feature_info
+
+            rec = file_record(col, file_id)
+            name = col.features[0]  # the stored vector of the index's main feature (deep)
+            spec = feature_info(name)
+            try:
+                vector = col.catalog.vectors_for(name, spec.width, [rec.content_id], spec.dtype)
+            except KeyError:
+                raise NotFound(f"image {file_id} has no {name} vector yet") from None
+            extra = server.filter_args(col, where, folder, "search_vectors")
+            return _hits(col, col.search_vectors(vector, k, feature=name, **extra)[0])
+
+        results = await on_reader(work)
+        return {"results": results, "took_ms": round((time.perf_counter() - started) * 1e3, 2)}
+
+    # -- images by id ------------------------------------------------------------------------------
+
+    @app.get("/api/images/{image_id}", response_model=ImageInfo, tags=["images"])
+    async def image_info(image_id: str) -> dict:
+        """One image: path, size, dimensions, metadata, and the addresses of its renditions."""
+        file_id = _parse_id(image_id)
+
+        def work(col):
+            rec = file_record(col, file_id)
+            return rec.as_dict() | {"metadata": metadata_of(col, [file_id])[file_id]}
+
+        out = await on_reader(work)
+        out["thumbnail"] = f"/api/images/{file_id}/thumbnail"
+        out["view"] = f"/api/images/{file_id}/view"
+        return _plain(out)
+
+    async def rendition(request: Request, file_id: int, size: int) -> Response:
+        rec = await server.record(file_id)
+        etag = f'"{rec.sha256[:24]}-{size}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        try:
+            data = await run_in_threadpool(server.thumbs.get, rec, size)
+        except NotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(data, media_type="image/jpeg", headers=headers)
+
+    image_responses = {200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}}
+
+    @app.get("/api/images/{image_id}/thumbnail", tags=["images"], responses=image_responses)
+    async def thumbnail(
+        request: Request,
+        image_id: str,
+        size: Annotated[int, Query(ge=16, le=1024, description="long side in px")] = 256,
+    ) -> Response:
+        """A small JPEG of the image (cached; sizes are rounded up to 128, 256, 384 or 512)."""
+        file_id = _parse_id(image_id)
+        snapped = next((s for s in THUMB_SIZES if s >= size), THUMB_SIZES[-1])
+        return await rendition(request, file_id, snapped)
+
+    @app.get("/api/images/{image_id}/view", tags=["images"], responses=image_responses)
+    async def view(request: Request, image_id: str) -> Response:
+        """The image large (JPEG, long side at most 1600 px), for the big view."""
+        return await rendition(request, _parse_id(image_id), VIEW_MAX)
+
+    # -- changing: add, delete, jobs ---------------------------------------------------------------
+
+    def finished(job: Job) -> None:
+        server.forget_records()
+
+    def add_job(roots: list[str], metadata_file: str | None, records: list[dict] | None):
+        def run(col, job: Job) -> dict:
+            try:
+                if records and hasattr(col, "set_metadata"):
+                    col.set_metadata(records)
+                progress = AddProgress(col.catalog.path, roots, job)
+                total = progress.count_work(col.catalog)
+                job.message = f"indexing {total} files"
+                kwargs: dict = {"workers": config.workers}
+                if metadata_file:
+                    kwargs["metadata"] = metadata_file
+                with progress:
+                    report = col.add(roots, **kwargs)
+                job.done = job.total or job.done
+                ids = []
+                for root in roots:
+                    ids += [
+                        {"id": row.id, "path": row.path}
+                        for row in col.catalog.files_under(root)
+                        if row.content_id is not None
+                    ][:1000]
+                job.message = (
+                    f"{report.embedded} new, {report.linked} linked, {report.unchanged} unchanged, "
+                    f"{report.failed} failed"
+                )
+                return _plain(report.as_dict()) | {
+                    "images": col.catalog.count_images(),
+                    "files": ids,
+                }
+            finally:
+                finished(job)
+
+        return run
+
+    async def job_response(job: Job, wait: bool) -> JSONResponse:
+        if wait:
+            await asyncio.to_thread(job.wait, 600)
+        if job.status == "failed" and wait:
+            return JSONResponse({"detail": job.error, "job": job.as_dict()}, job.error_status)
+        status = 200 if job.status in ("done", "failed") else 202
+        return JSONResponse(_plain(job.as_dict()), status)
+
+    @app.post(
+        "/api/images",
+        tags=["images"],
+        dependencies=auth,
+        status_code=202,
+        response_model=JobInfo,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["files"],
+                            "properties": {
+                                "files": {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                },
+                                "metadata": {
+                                    "type": "string",
+                                    "description": "a JSON object of metadata for every file",
+                                },
+                            },
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def add_upload(request: Request, wait: Wait = False) -> JSONResponse:
+        """Upload images (multipart field `files`, repeated) and index them, as a job.
+
+        Each file is checked to be a usable image first (400 if not). The files are kept in the
+        server's upload folder. Answers 202 with the job; poll `GET /api/jobs/{id}`.
+        """
+        try:
+            form = await request.form(max_files=1000, max_fields=100)
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a malformed multipart body
+            raise HTTPException(400, f"cannot read the upload: {exc}") from None
+        uploads = [f for key in ("files", "file", "image") for f in form.getlist(key)]
+        uploads = [f for f in uploads if not isinstance(f, str)]
+        if not uploads:
+            raise HTTPException(400, "send the images in the multipart field 'files'")
+        shared: dict = {}
+        if form.get("metadata"):
+            text = form.get("metadata")
+            if not isinstance(text, str):
+                raise HTTPException(400, "metadata: expected a JSON object as text, not a file")
+            try:
+                shared = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise HTTPException(400, f"metadata: invalid JSON: {exc}") from None
+            if not isinstance(shared, dict):
+                raise HTTPException(400, "metadata: expected a JSON object")
+            try:
+                from lookalike.metadata import normalize_records
+
+                normalize_records([{**shared, "path": "/check"}])
+            except ImportError:
+                pass
+            except ValueError as exc:
+                raise HTTPException(400, f"metadata: {exc}") from None
+        blobs = [(f.filename or "upload", await f.read()) for f in uploads]
+        folder = config.upload_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        saved = await run_in_threadpool(_save_uploads, blobs, folder, config.max_pixels)
+        records = [{"path": str(p), **shared} for p in saved] if shared else None
+        job = server.writer.submit("add", add_job([str(folder)], None, records))
+        job.total = len(saved)
+        return await job_response(job, wait)
+
+    @app.post(
+        "/api/images/paths",
+        tags=["images"],
+        dependencies=auth,
+        status_code=202,
+        response_model=JobInfo,
+    )
+    async def add_paths(body: PathsRequest, wait: Wait = False) -> JSONResponse:
+        """Index files or folders on the server (under a root allowed by `--allow-root`)."""
+        if not body.paths:
+            raise HTTPException(400, "paths: give at least one file or folder")
+        roots = [str(server.check_allowed(p)) for p in body.paths]
+        meta = str(server.check_allowed(body.metadata)) if body.metadata else None
+        job = server.writer.submit("add", add_job(roots, meta, None))
+        return await job_response(job, wait)
+
+    @app.delete("/api/images/{image_id}", tags=["core"], dependencies=auth, response_model=Deleted)
+    async def delete_image(image_id: str) -> JSONResponse:
+        """Remove the image from the collection (a file in the upload folder is deleted too;
+        other files stay on disk). Waits up to 60 s for the writer, else answers 202 + job."""
+        file_id = _parse_id(image_id)
+
+        def run(col, job: Job) -> dict:
+            try:
+                rec = file_record(col, file_id)
+                col.remove([rec.path])
+                uploads = str(config.upload_dir) + os.sep
+                if rec.path.startswith(uploads):  # the server's own copy: gone with its metadata
+                    Path(rec.path).unlink(missing_ok=True)
+                    if hasattr(col, "clear_metadata"):
+                        col.clear_metadata([rec.path])
+                if not col.catalog.hits_for_contents([rec.content_id]):
+                    server.thumbs.forget(rec.sha256)
+                return {"deleted": file_id, "path": rec.path}
+            finally:
+                finished(job)
+
+        job = server.writer.submit("delete", run)
+        if not await asyncio.to_thread(job.wait, 60):
+            return JSONResponse(_plain(job.as_dict()), 202)
+        if job.status == "failed":
+            raise HTTPException(job.error_status, job.error)
+        return JSONResponse(job.result, 200)
+
+    @app.get("/api/jobs/{job_id}", response_model=JobInfo, tags=["images"])
+    async def job_status(job_id: str) -> dict:
+        """An add or delete job: status, progress (`done` of `total`), result or error."""
+        job = server.writer.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+        return _plain(job.as_dict())
+
+    @app.get("/api/jobs", response_model=list[JobInfo], tags=["images"])
+    async def jobs() -> list:
+        """Recent jobs, newest first."""
+        return [_plain(j.as_dict()) for j in server.writer.recent()]
+
+    # -- duplicates, copy check --------------------------------------------------------------------
+
+    @app.get("/api/duplicates", tags=["analysis"])
+    async def duplicates(
+        preset: Annotated[str, Query(pattern="^(exact|near|similar)$")] = "near",
+        threshold: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    ) -> dict:
+        """Groups of duplicates, as `lookalike dups`: keeper first, largest groups first."""
+
+        def work(col):
+            from lookalike.dups import find_duplicates
+
+            groups = find_duplicates(col, preset=preset, threshold=threshold)
+            out = []
+            for group in groups[:limit]:
+                files = [
+                    {
+                        "id": f["id"],
+                        "path": f["path"],
+                        "width": f["width"],
+                        "height": f["height"],
+                        "size": f["size"],
+                        "mtime": f["mtime"],
+                        "keep": f is group.keeper,
+                    }
+                    for f in group.files
+                ]
+                out.append({"score": round(float(group.score), 6), "files": files})
+            return {
+                "preset": preset,
+                "threshold": threshold,
+                "total_groups": len(groups),
+                "total_files": sum(len(g.files) for g in groups),
+                "to_remove": sum(len(g.to_remove) for g in groups),
+                "groups": out,
+            }
+
+        return _plain(await on_reader(work))
+
+    @app.post("/api/check", tags=["analysis"])
+    async def check(
+        image: Annotated[UploadFile | None, File(description="the suspect image")] = None,
+        url: Annotated[str | None, Form(description="an image URL (if enabled)")] = None,
+    ) -> dict:
+        """Copy check: is the picture a copy of an indexed one? Verdict, score and evidence
+        (as `lookalike check --json`), plus the query region that matched (`region_box`)."""
+        data = await query_bytes(image, url)
+
+        def work(col):
+            from lookalike.check import check_copy
+
+            query = decode(data)
+            result = check_copy(col, query)
+            best = result.match
+            found = None
+            if best is not None:
+                found = _hits(col, [best])[0]
+                found["cosine"] = found.pop("score")
+            evidence = _plain(result.evidence)
+            return {
+                "verdict": result.verdict,
+                "score": round(float(result.score), 6),
+                "match": found if result.verdict == "copy" else None,
+                "nearest": found,
+                "evidence": evidence,
+                "region_box": _region_box(evidence.get("region")),
+                "query": {"width": query.width, "height": query.height},
+            }
+
+        return await on_reader(work)
+
+    # -- the page ------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    app.add_middleware(_BodyLimit, limit=config.max_upload_bytes)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(_Headers)
+    return app
+
+
+# -- helpers off the event loop ------------------------------------------------------------------
+
+
+def _save_uploads(blobs: list[tuple[str, bytes]], folder: Path, max_pixels: int) -> list[Path]:
+    """Check every upload is a usable image (400 naming the first that is not), then save them
+    into ``folder`` under their own (cleaned) names and the suffix of their real format."""
+    from lookalike.images import IMAGE_EXTENSIONS, ImageError, load_image
+
+    kinds = []
+    for name, data in blobs:
+        try:
+            if not data:
+                raise ImageError("empty file")
+            kinds.append(load_image(data, min_side=64, max_pixels=max_pixels).format)
+        except ImageError as exc:
+            err = _image_error(exc)
+            raise HTTPException(err.status_code, f"{name}: {err.detail}") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    for (name, data), kind in zip(blobs, kinds, strict=True):
+        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")[:80] or "upload"
+        suffix = FORMAT_SUFFIX.get(kind.upper())
+        if suffix is None:
+            own = Path(name).suffix.lower()
+            suffix = own if own in IMAGE_EXTENSIONS else ".jpg"
+        target = unique_name(folder, stem, suffix)
+        target.write_bytes(data)
+        saved.append(target)
+    return saved
+
+
+def _fetch(url: str, limit: int) -> bytes:
+    """GET an http(s) URL, at most ``limit`` bytes (only with --allow-url-fetch)."""
+    import urllib.error
+    import urllib.request
+
+    if not re.match(r"^https?://", url, re.IGNORECASE):
+        raise HTTPException(400, "url: only http and https addresses can be fetched")
+    request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - opt-in
+            data = response.read(limit + 1)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise HTTPException(400, f"url: cannot fetch {url}: {exc}") from None
+    if len(data) > limit:
+        raise BodyTooLarge(limit)
+    return data
