@@ -174,6 +174,49 @@ def test_more_like_this(page, site) -> None:
     )
 
 
+def first_result_is(page, name: str) -> None:
+    page.wait_for_function(
+        "name => (document.querySelector('#results .card') || {dataset: {}})"
+        ".dataset.path?.endsWith('/' + name)",
+        arg=name,
+    )
+
+
+def set_weight(page, value: str) -> None:
+    page.eval_on_selector(
+        "#weight", "(w, v) => { w.value = v; w.dispatchEvent(new Event('change')); }", value
+    )
+
+
+def test_text_search_box(page, site) -> None:
+    page.fill("#text-query", "a cup of espresso")
+    page.click("#text-run")
+    wait_results(page)
+    assert Path(card_paths(page)[0]).name == "coffee.jpg"
+    assert "Read as: espresso" in page.inner_text("#text-read")
+    assert page.locator("#weight-field").is_hidden()  # no image to weigh the words against
+    # words that name nothing: said so, beside the (low-scored) results
+    page.fill("#text-query", "quantum entanglement")
+    page.press("#text-query", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#text-read').textContent.includes('No concept matched')"
+    )
+    assert "warn" in page.get_attribute("#text-read", "class")
+    # words with an image: the weight decides which one leads
+    page.fill("#text-query", "cat")
+    page.set_input_files("#file-input", str(site["photos"] / "coffee.jpg"))
+    wait_results(page)
+    assert page.locator("#weight-field").is_visible()
+    set_weight(page, "1")
+    first_result_is(page, "chelsea.jpg")
+    set_weight(page, "0")
+    first_result_is(page, "coffee.jpg")
+    # removing the image leaves a search by words alone
+    page.click("#query-clear")
+    first_result_is(page, "chelsea.jpg")
+    assert page.locator("#query-preview").is_hidden()
+
+
 def test_metadata_and_folder_filters(page, site) -> None:
     page.set_input_files("#file-input", str(site["queries"] / "coffee-half_size.jpg"))
     wait_results(page)

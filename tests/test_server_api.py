@@ -118,7 +118,9 @@ def test_search_k_and_bad_k(client, demo: dict) -> None:
 def test_search_without_image(client) -> None:
     r = client.post("/api/search")
     assert r.status_code == 400
-    assert "image" in r.json()["detail"]
+    assert "image" in r.json()["detail"] and "text" in r.json()["detail"]
+    r = client.post("/api/search", data={"text": "   "})  # blank words are no query either
+    assert r.status_code == 400
 
 
 # -- filters ------------------------------------------------------------------------------------
@@ -174,6 +176,60 @@ def test_more_like_this(client, demo: dict) -> None:
     r = client.post(f"/api/search/by-id/{first['id']}", params={"k": 3, "where": "price < 50"})
     assert all(h["metadata"]["price"] < 50 for h in r.json()["results"])
     assert client.post("/api/search/by-id/999999").status_code == 404
+
+
+# -- text search --------------------------------------------------------------------------------
+
+
+def test_text_search(client, demo: dict) -> None:
+    r = client.post("/api/search", params={"k": 3}, data={"text": "a cup of espresso"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert Path(body["results"][0]["path"]).name == "coffee.jpg"
+    assert body["results"][0]["metadata"]["category"]  # hits carry metadata as image hits do
+    how = body["text"]
+    assert how["matched"] is True and how["model"] == "concepts" and how["warning"] is None
+    assert "espresso" in [c["concept"] for c in how["concepts"]] and how["weight"] is None
+    cat = client.post("/api/search", params={"k": 1}, data={"text": "kitty"}).json()
+    assert Path(cat["results"][0]["path"]).name == "chelsea.jpg"
+
+
+def test_text_search_says_when_nothing_matches(client) -> None:
+    body = client.post("/api/search", data={"text": "quantum entanglement"}).json()
+    assert body["text"]["matched"] is False
+    assert "quantum entanglement" in body["text"]["warning"]
+    assert all(h["score"] < 0.2 for h in body["results"])
+
+
+def test_text_with_image_and_filters(client, demo: dict) -> None:
+    coffee = (demo["photos"] / "coffee.jpg").read_bytes()
+    files = {"image": ("q.jpg", coffee, "image/jpeg")}
+    by_image = client.post("/api/search", params={"k": 1}, files=files,
+                           data={"text": "cat", "weight": "0"}).json()  # fmt: skip
+    assert Path(by_image["results"][0]["path"]).name == "coffee.jpg"
+    assert by_image["text"]["weight"] == 0.0
+    by_text = client.post("/api/search", params={"k": 1}, files=files,
+                          data={"text": "cat", "weight": "1"}).json()  # fmt: skip
+    assert Path(by_text["results"][0]["path"]).name == "chelsea.jpg"
+    cheap = client.post("/api/search", params={"k": 5, "where": "price < 50"},
+                        data={"text": "cat"}).json()  # fmt: skip
+    assert cheap["results"] and all(h["metadata"]["price"] < 50 for h in cheap["results"])
+    r = client.post("/api/search", files=files, data={"text": "cat", "weight": "2"})
+    assert r.status_code == 422 and "weight" in r.json()["detail"]
+    r = client.post("/api/search", data={"text": "x" * 501})
+    assert r.status_code == 422 and "text" in r.json()["detail"]
+
+
+def test_more_like_this_with_text(client, demo: dict) -> None:
+    coffee = search(client, (demo["photos"] / "coffee.jpg").read_bytes(), k=1)["results"][0]
+    plain = client.post(f"/api/search/by-id/{coffee['id']}", params={"k": 1}).json()
+    assert plain["text"] is None and plain["results"][0]["id"] == coffee["id"]
+    r = client.post(
+        f"/api/search/by-id/{coffee['id']}", params={"k": 1, "text": "tabby cat", "weight": 1}
+    )
+    assert r.status_code == 200, r.text
+    assert Path(r.json()["results"][0]["path"]).name == "chelsea.jpg"
+    assert r.json()["text"]["matched"] is True
 
 
 def test_image_info_and_thumbnails(client, demo: dict) -> None:

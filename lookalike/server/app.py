@@ -227,6 +227,7 @@ Where = Annotated[
     ),
 ]
 Folder = Annotated[str | None, Query(description="only images inside this folder")]
+MAX_TEXT = 500
 
 Wait = Annotated[bool, Query(description="answer when the job has finished")]
 
@@ -244,9 +245,21 @@ class Hit(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
+class TextInfo(BaseModel):
+    text: str = Field(description="the words searched for")
+    model: str = Field(description='"concepts" (built in) or "clip-onnx:DIR"')
+    matched: bool = Field(description="false when the words name nothing the model knows")
+    concepts: list[dict[str, Any]] = Field(
+        default_factory=list, description="the ImageNet concepts the words were read as"
+    )
+    weight: float | None = Field(None, description="the text's share of the score, with an image")
+    warning: str | None = Field(None, description="why the results may be unreliable")
+
+
 class SearchResponse(BaseModel):
     results: list[Hit] = Field(description="best first")
     took_ms: float = 0.0
+    text: TextInfo | None = Field(None, description="how a text query was read (text searches)")
 
 
 class Health(BaseModel):
@@ -648,31 +661,88 @@ def create_app(config: ServerConfig) -> FastAPI:
         feature: Annotated[str | None, Query(description="descriptor (default: deep)")] = None,
         image: Annotated[UploadFile | None, File(description="the query image")] = None,
         url: Annotated[str | None, Form(description="an image URL (if enabled)")] = None,
+        text: Annotated[
+            str | None,
+            Form(
+                max_length=MAX_TEXT,
+                description='search by words ("a cup of espresso"), alone or with `image`',
+            ),
+        ] = None,
+        weight: Annotated[
+            float, Form(ge=0.0, le=1.0, description="with `text` and `image`: the text's share")
+        ] = 0.5,
     ) -> dict:
-        """The `k` indexed images most similar to the uploaded `image`, best first."""
-        data = await query_bytes(image, url)
+        """The `k` indexed images most similar to the uploaded `image`, or that best show what
+        `text` names, or both (weighted), best first."""
+        text = (text or "").strip() or None
+        if text is not None and image is None and not url:
+            data = None
+        elif text is None and image is None and not url:
+            raise HTTPException(
+                400, "send the query image in the multipart field 'image', or words in 'text'"
+            )
+        else:
+            data = await query_bytes(image, url)
         started = time.perf_counter()
 
         def work(col):
-            query = decode(data)
+            query = decode(data) if data is not None else None
+            if text is not None:
+                return text_hits(col, text, query, weight, k, where, folder)
             extra = server.filter_args(col, where, folder, "search")
-            return _hits(col, col.search(query, k, feature=feature, **extra))
+            return _hits(col, col.search(query, k, feature=feature, **extra)), None
 
-        results = await on_reader(work)
-        return {"results": results, "took_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        results, how = await on_reader(work)
+        took = round((time.perf_counter() - started) * 1e3, 2)
+        return {"results": results, "took_ms": took, "text": how}
+
+    def text_hits(
+        col, text: str, image, weight: float, k: int, where: str | None, folder: str | None
+    ) -> tuple[list, dict]:
+        """A text search (with an optional image) on a reader: hits and how the text was read."""
+        from lookalike.text.encoder import TextModelMissing
+
+        extra = server.filter_args(col, where, folder, "search_text")
+        try:
+            found = col.search_text(text, k, image=image, weight=weight, **extra)
+        except TextModelMissing as exc:
+            raise HTTPException(503, f"text search is not available: {exc}") from None
+        how = {
+            "text": text,
+            "model": found.model,
+            "matched": found.matched,
+            "concepts": [c.as_dict() for c in found.matched_concepts],
+            "weight": weight if image is not None else None,
+            "warning": found.warning,
+        }
+        return _hits(col, found), _plain(how)
 
     @app.post("/api/search/by-id/{image_id}", response_model=SearchResponse, tags=["search"])
     async def search_by_id(
-        image_id: str, k: K = 10, where: Where = None, folder: Folder = None
+        image_id: str,
+        k: K = 10,
+        where: Where = None,
+        folder: Folder = None,
+        text: Annotated[
+            str | None,
+            Query(max_length=MAX_TEXT, description="words whose meaning the results share too"),
+        ] = None,
+        weight: Annotated[
+            float, Query(ge=0.0, le=1.0, description="with `text`: the text's share")
+        ] = 0.5,
     ) -> dict:
-        """More like this: the images most similar to the indexed image `image_id`."""
+        """More like this: the images most similar to the indexed image `image_id` (and, with
+        `text`, that show what the words name)."""
         file_id = _parse_id(image_id)
+        text = (text or "").strip() or None
         started = time.perf_counter()
 
         def work(col):
             from lookalike.features.registry import info as feature_info
 
             rec = file_record(col, file_id)
+            if text is not None:
+                return text_hits(col, text, rec.path, weight, k, where, folder)
             name = col.features[0]  # the stored vector of the index's main feature (deep)
             spec = feature_info(name)
             try:
@@ -680,10 +750,11 @@ def create_app(config: ServerConfig) -> FastAPI:
             except KeyError:
                 raise NotFound(f"image {file_id} has no {name} vector yet") from None
             extra = server.filter_args(col, where, folder, "search_vectors")
-            return _hits(col, col.search_vectors(vector, k, feature=name, **extra)[0])
+            return _hits(col, col.search_vectors(vector, k, feature=name, **extra)[0]), None
 
-        results = await on_reader(work)
-        return {"results": results, "took_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        results, how = await on_reader(work)
+        took = round((time.perf_counter() - started) * 1e3, 2)
+        return {"results": results, "took_ms": took, "text": how}
 
     # -- images by id ------------------------------------------------------------------------------
 

@@ -289,30 +289,80 @@ function setQueryId(id, path) {
   runSearch();
 }
 
+function queryText() { return $("#text-query").value.trim(); }
+function hasQuery() { return Boolean(state.query || queryText()); }
+
+function clearQueryImage() {
+  state.query = null;
+  const preview = $("#query-preview");
+  if (preview.dataset.url) URL.revokeObjectURL(preview.dataset.url);
+  delete preview.dataset.url;
+  preview.removeAttribute("src");
+  preview.hidden = true;
+  $("#query-label").textContent = "";
+  updateQueryControls();
+  if (queryText()) runSearch();
+  else {
+    $("#results").replaceChildren();
+    $("#text-read").hidden = true;
+    setStatus("#search-status", "Search by image (drop, paste or choose a picture) or by words.");
+  }
+}
+
+function updateQueryControls() {
+  $("#query-clear").hidden = !state.query;
+  $("#weight-field").hidden = !(state.query && queryText());
+}
+
+// how the server read the words: the concepts it matched, or why it could not
+function showTextRead(info) {
+  const box = $("#text-read");
+  if (!info) { box.hidden = true; return; }
+  const names = (info.concepts || []).map((c) => `${c.concept} (${Number(c.similarity).toFixed(2)})`);
+  const read = info.model === "concepts"
+    ? (names.length ? `Read as: ${names.join(", ")}` : "No concept matched")
+    : `Compared in the space of ${info.model}`;
+  box.textContent = info.warning ? `${read}. ${info.warning}` : read;
+  box.classList.toggle("warn", Boolean(info.warning));
+  box.hidden = false;
+}
+
 let searchSeq = 0;
 async function runSearch() {
   const q = state.query;
-  if (!q) {
-    setStatus("#search-status", "Choose a query image first.");
+  const text = queryText();
+  updateQueryControls();
+  if (!q && !text) {
+    setStatus("#search-status", "Choose a query image or type some words first.");
     return;
   }
   const seq = ++searchSeq;
   const params = filterParams();
   params.set("k", $("#k").value);
+  const weight = $("#weight").value;
   setStatus("#search-status", "Searching…");
   $("#results").setAttribute("aria-busy", "true");
   const started = performance.now();
   try {
     let data;
-    if (q.kind === "file") {
+    if (!q || q.kind === "file") {
       const form = new FormData();
-      form.append("image", q.blob, q.name);
+      if (q) form.append("image", q.blob, q.name);
+      if (text) {
+        form.append("text", text);
+        form.append("weight", weight);
+      }
       data = await api(`/api/search?${params}`, { method: "POST", body: form });
     } else {
+      if (text) {
+        params.set("text", text);
+        params.set("weight", weight);
+      }
       data = await api(`/api/search/by-id/${q.id}?${params}`, { method: "POST" });
     }
     if (seq !== searchSeq) return;
     renderResults(data.results, q);
+    showTextRead(data.text);
     const ms = Math.round(performance.now() - started);
     const filtered = params.has("where") || params.has("folder") ? " (filtered)" : "";
     setStatus("#search-status", data.results.length
@@ -322,6 +372,7 @@ async function runSearch() {
     if (seq !== searchSeq) return;
     setStatus("#search-status", err.message, true);
     $("#results").replaceChildren();
+    $("#text-read").hidden = true;
   } finally {
     if (seq === searchSeq) $("#results").removeAttribute("aria-busy");
   }
@@ -698,11 +749,16 @@ function init() {
     for (const input of $$("#meta-filters [data-key]")) input.value = "";
     $("#folder").value = "";
     $("#where-text").value = "";
-    if (state.query) runSearch();
+    if (hasQuery()) runSearch();
   });
   $("#where-text").addEventListener("keydown", (e) => { if (e.key === "Enter") runSearch(); });
-  $("#k").addEventListener("change", () => { if (state.query) runSearch(); });
-  $("#folder").addEventListener("change", () => { if (state.query) runSearch(); });
+  $("#k").addEventListener("change", () => { if (hasQuery()) runSearch(); });
+  $("#folder").addEventListener("change", () => { if (hasQuery()) runSearch(); });
+  $("#text-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  $("#text-query").addEventListener("input", updateQueryControls);
+  $("#query-clear").addEventListener("click", clearQueryImage);
+  $("#weight").addEventListener("input", () => { $("#weight-out").textContent = $("#weight").value; });
+  $("#weight").addEventListener("change", () => { if (state.query && queryText()) runSearch(); });
 
   $("#dups-form").addEventListener("submit", runDups);
 
