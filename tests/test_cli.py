@@ -173,6 +173,12 @@ def test_dups_command(capsys, photos: Path, db: str, tmp_path: Path) -> None:
     status, _, _ = run(capsys, "dups", "--db", db, "--move-to", str(moved), "-q")
     assert (moved / "coffee-copy.jpg").exists() and not (photos / "coffee-copy.jpg").exists()
     assert (photos / "coffee.jpg").exists()  # the keeper stays
+    # the moved file is forgotten by the index: no group left, no search hit on the old path
+    status, out, _ = run(capsys, "dups", "--db", db, "--preset", "exact", "--json")
+    assert status == 0 and out == ""
+    status, out, _ = run(capsys, "search", "--json", "-k", "3", str(photos / "coffee.jpg"),
+                         "--db", db)  # fmt: skip
+    assert str(photos / "coffee-copy.jpg") not in out
 
 
 def test_check_command(capsys, photos: Path, db: str, tmp_path: Path, sample_photos) -> None:
