@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--to-remove", action="store_true", help="print the files to drop, one per line"
     )
     p.add_argument(
-        "--move-to", metavar="DIR", help="move the files to drop into DIR (never deletes)"
+        "--move-to",
+        metavar="DIR",
+        help="move the files to drop into DIR and forget them in the index (never deletes)",
     )
 
     p = commands.add_parser(
@@ -565,16 +567,21 @@ def _jsonable(value: object) -> object:
 def cmd_dups(args: argparse.Namespace) -> int:
     from lookalike.dups import find_duplicates, move_files, write_html_report
 
+    moved: list[tuple[str, str]] = []
     with _open(args, create=False) as col:
         try:
             groups = find_duplicates(col, preset=args.preset, threshold=args.threshold)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-    if args.html:
-        write_html_report(groups, Path(args.html))
-    moved = []
-    if args.move_to:
-        moved = move_files([f for g in groups for f in g.to_remove], Path(args.move_to))
+        if args.html:
+            write_html_report(groups, Path(args.html))
+        if args.move_to:
+            moved = move_files([f for g in groups for f in g.to_remove], Path(args.move_to))
+            # the moved files are no longer where the index has them: forget them there
+            forgotten = col.remove([src for src, _ in moved]) if moved else 0
+            if not args.quiet:
+                print(f"moved {len(moved)} files to {args.move_to}; forgot {forgotten} in the "
+                      "index", file=sys.stderr)  # fmt: skip
     if args.to_remove:
         for group in groups:
             for f in group.to_remove:
