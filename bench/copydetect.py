@@ -248,12 +248,12 @@ def measure_copy_detection(
         oks, verdict_copy, relevant = out.pop("check_verdicts")
         relevant += len(late_relevant) if check_queries is None else 0
         out["check_default_threshold"] = _operating_point(oks, verdict_copy, relevant)
-    if "deep" in predictions:
-        out["deep_recall_at_1_by_transform"] = _by_transform(queries, predictions["deep"][1])
-    if "lookalike check" in predictions and check_queries is None:
-        out["check_recall_at_1_by_transform"] = _by_transform(
-            queries, predictions["lookalike check"][1]
-        )
+    relevant_ids = set(range(n_relevant)) | late_relevant
+    out["by_transform"] = {
+        name: _by_transform(queries, scores, oks, relevant_ids)
+        for name, (scores, oks) in predictions.items()
+        if len(scores) == len(queries)
+    }
     out["notes"] = notes
     return out
 
@@ -271,18 +271,21 @@ def _operating_point(oks: list[bool], verdict_copy: list[bool], n_relevant: int)
 
 
 def _by_transform(
-    queries: list[tuple[str | None, list[str], Image.Image]], oks: list[bool]
+    queries: list[tuple[str | None, list[str], Image.Image]],
+    scores: list[float],
+    oks: list[bool],
+    relevant_ids: set[int],
 ) -> dict[str, dict]:
-    """recall@1 of the queries (with an original) that had each transform among their edits."""
+    """recall@1, micro AP and recall at P0.99 over the queries (with and without an indexed
+    original) that had each transform among their edits."""
     table: dict[str, dict] = {}
     for name in TRANSFORMS:
-        hits = [
-            ok
-            for (orig, applied, _), ok in zip(queries, oks, strict=True)
-            if orig and name in applied
-        ]
-        if hits:
-            table[name] = {"queries": len(hits), "recall_at_1": float(np.mean(hits))}
+        ids = [i for i, (_, applied, _) in enumerate(queries) if name in applied]
+        if not ids:
+            continue
+        relevant = sum(i in relevant_ids for i in ids)
+        summary = _summary([scores[i] for i in ids], [oks[i] for i in ids], max(1, relevant))
+        table[name] = summary
     return table
 
 
@@ -345,14 +348,27 @@ def format_table(result: dict) -> str:
         f"originals left out of the unindexed queries; {result['unindexed_found_indexed']} "
         "unindexed queries found to have their photo indexed (SIFT judge)"
     )
-    deep = result.get("deep_recall_at_1_by_transform") or {}
-    check = result.get("check_recall_at_1_by_transform") or {}
-    if deep:
+    per = result.get("by_transform") or {}
+    shown = [m for m in ("deep", "phash", "lookalike check") if m in per]
+    if shown:
         lines.append("")
-        lines.append(f"{'R@1 by transform':<22} {'queries':>7} {'deep':>6} {'check':>6}")
-        for name, t in deep.items():
-            c = check.get(name, {}).get("recall_at_1")
-            lines.append(f"{name:<22} {t['queries']:>7} {t['recall_at_1']:>6.3f} {_fmt(c):>6}")
+        lines.append(
+            f"{'by transform':<13} {'queries':>7} {'w/ orig':>7}  "
+            + "  ".join(f"{m + ' R@1/AP/R@P99':>26}" for m in shown)
+        )
+        for name, t in per[shown[0]].items():
+            cells = []
+            for m in shown:
+                v = per[m].get(name)
+                cells.append(
+                    f"{v['recall_at_1']:.3f} / {v['micro_ap']:.3f} / {v['recall_at_p99']:.3f}"
+                    if v
+                    else "-"
+                )
+            lines.append(
+                f"{name:<13} {t['queries']:>7} {t['with_original']:>7}  "
+                + "  ".join(f"{c:>26}" for c in cells)
+            )
     for note in result.get("notes", []):
         lines.append(f"note: {note}")
     seconds = {k: round(v, 1) for k, v in result.items() if k.endswith("_seconds")}
