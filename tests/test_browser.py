@@ -189,6 +189,11 @@ def set_weight(page, value: str) -> None:
 
 
 def test_text_search_box(page, site) -> None:
+    from lookalike.text.scoring import default_text_model
+
+    # the server warms the text model up in the background at start; in a fresh cache that
+    # takes a while on a busy machine, which is not what this test measures: wait for it here
+    default_text_model().prepare()
     page.fill("#text-query", "a cup of espresso")
     page.click("#text-run")
     wait_results(page)

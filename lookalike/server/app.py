@@ -86,6 +86,7 @@ class ServerConfig:
     readers: int = 2
     threads: int | None = None  # inference threads per reader (default: cores / readers)
     workers: int | None = None  # decode processes of an add (default: one per core)
+    warm_text: bool = True  # prepare the text model at start, so the first text query is quick
     upload_dir: Path | None = None  # default: DB/uploads
     thumb_dir: Path | None = None  # default: DB/thumbs
 
@@ -397,6 +398,16 @@ def _parse_where(where: str) -> str | dict:
     return text
 
 
+def _warm_text_model() -> None:
+    """Load the sentence encoder and embed the concept names (seconds, once per cache)."""
+    try:
+        from lookalike.text.scoring import default_text_model
+
+        default_text_model().prepare()
+    except Exception as exc:  # noqa: BLE001 - text search then reports it on first use
+        log.warning("text search not prepared: %s", exc)
+
+
 def _parse_id(text: str) -> int:
     if not text.isdigit() or len(text) > 18:
         raise HTTPException(404, f"no image with id {text!r}")
@@ -523,6 +534,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        if config.warm_text:
+            threading.Thread(target=_warm_text_model, name="warm-text", daemon=True).start()
         yield
         server.close()
 

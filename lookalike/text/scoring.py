@@ -24,6 +24,7 @@ A query none of whose parts matches keeps a ranking by its closest concepts, but
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,9 +177,12 @@ class TextModel:
 
     def prepare(self, progress: bool = False) -> None:
         """Embed the concept names (cached on disk after the first time)."""
-        if not self._ready:
-            self.concepts.embed(self.encoder, progress=progress)
-            self._ready = True
+        if self._ready:
+            return
+        with _PREPARING:  # a server may warm up in the background while a query arrives
+            if not self._ready:
+                self.concepts.embed(self.encoder, progress=progress)
+                self._ready = True
 
     def interpret(self, text: str) -> TextQuery:
         """Read ``text`` as weights over the image model's classes (see the module notes)."""
@@ -253,13 +257,15 @@ def _strength(similarity: float) -> float:
 
 
 _default: TextModel | None = None
+_PREPARING = threading.RLock()
 
 
 def default_text_model() -> TextModel:
     """The packaged encoder and concepts, loaded once per process."""
     global _default
-    if _default is None:
-        _default = TextModel()
+    with _PREPARING:
+        if _default is None:
+            _default = TextModel()
     return _default
 
 
