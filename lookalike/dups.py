@@ -13,7 +13,10 @@ Example::
 Presets (cosine similarity of the L2-normalised 1280-d ``deep`` vectors):
 
 * ``exact``: files with byte-identical content (same SHA-256); no vectors are read.
-* ``near`` (0.95): exact copies plus resized / recompressed / re-encoded copies.
+* ``near`` (0.95): exact copies plus resized / recompressed / re-encoded copies. Pairs from
+  0.85 up also count when their 64-bit pHashes differ in at most 2 bits (confirmation: the
+  deep vectors of a copy resized to half and recompressed can fall to 0.87-0.93, its pHash
+  barely moves; two frames of one scene, such as a stereo pair, differ in 4 or more bits).
 * ``similar`` (0.85): also the same scene or product shot from a slightly different view.
 
 Thresholds measured on the evaluation data sets (``../shared/datasets``, every image indexed,
@@ -29,11 +32,11 @@ one group; "extra" = groups holding no listed duplicate pair):
   0.95: 2 (a mirrored copy and a near-identical one) | 0.92: 6 | 0.85: 25 (max group 7).
 
 Speed (2 cores, ``k=10``, ``python -m bench dups``): 10,000 indexed files (the 3,197 images of
-both sets plus 6,803 generated copies of them): :func:`find_duplicates` ``near`` 3.0 s,
-``similar`` 1.7 s, ``exact`` 0.06 s; the CLI ``lookalike dups --json`` 3.4 s in all. There,
-``near`` groups every byte copy with its source, 61 % of 2-5 % crops and 48 % of copies
-resized to 50-90 % and re-encoded (JPEG 70-95): the data sets are thumbnails (224-264 px), so
-such a copy is upsampled for the model and drifts below 0.95; ``--threshold 0.9`` catches more.
+both sets plus 6,803 generated copies of them): :func:`find_duplicates` ``near`` 7.1 s (pHash
+of the borderline images decoded on the fly), ``similar`` 3.1 s, ``exact`` 0.07 s; the CLI
+``lookalike dups --json`` 7.6 s in all (a busy machine: about 1.8x a quiet one). There, ``near``
+groups every byte copy with its source, 95 % of copies resized to 50-90 % and re-encoded (JPEG
+70-95; 48 % without the pHash confirmation) and 64 % of 2-5 % crops (pHash moves with a crop).
 """
 
 from __future__ import annotations
@@ -44,13 +47,20 @@ import html
 import io
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 PRESETS: dict[str, float | None] = {"exact": None, "near": 0.95, "similar": 0.85}
+#: ``near``: pairs from this cosine up are also near duplicates when their pHashes agree
+CONFIRM_FLOOR = 0.85
+#: the largest pHash Hamming distance (of 64 bits) that confirms a borderline pair; 4 would
+#: also join distinct frames of one scene (the stereo pair motorcycle_left/right: 4 bits)
+CONFIRM_HAMMING = 2
+#: decode side for the on-the-fly pHash (it looks at 32x32 pixels; JPEG DCT scaling makes it fast)
+CONFIRM_DECODE_SIDE = 64
 THUMB_SIZE = 160
 DEEP_FEATURE = "deep"
 
@@ -91,6 +101,8 @@ def similarity_groups(
     threshold: float,
     k: int = 10,
     block: int = 1024,
+    confirm: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    floor: float = CONFIRM_FLOOR,
 ) -> list[tuple[np.ndarray, float]]:
     """Connected components of the kNN graph whose edges have cosine >= ``threshold``.
 
@@ -101,6 +113,9 @@ def similarity_groups(
         k: neighbours looked up per vector (a group member needs a link within its ``k``
             nearest; larger ``k`` finds larger groups of copies).
         block: queries per faiss search call.
+        confirm: also link pairs with ``floor <= cosine < threshold`` for which
+            ``confirm(ids_a, ids_b)`` (arrays of the pairs' ids) returns True.
+        floor: the lowest cosine a pair needs to be offered to ``confirm``.
 
     Returns:
         ``(member ids, min pairwise similarity)`` for every component of two or more,
@@ -119,16 +134,27 @@ def similarity_groups(
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     kk = min(k + 1, n)  # the query itself is among its neighbours
-    rows, cols = [], []
+    lowest = min(threshold, floor) if confirm is not None else threshold
+    rows, cols, sims = [], [], []
     for start in range(0, n, block):
         scores, nbrs = index.search(x[start : start + block], kk)
-        keep = (scores >= threshold) & (nbrs >= 0)
+        keep = (scores >= lowest) & (nbrs >= 0)
         q = np.broadcast_to(np.arange(start, start + len(nbrs))[:, None], nbrs.shape)
         keep &= nbrs != q
         rows.append(q[keep])
         cols.append(nbrs[keep])
+        sims.append(scores[keep])
     r = np.concatenate(rows)
     c = np.concatenate(cols)
+    sim = np.concatenate(sims)
+    if confirm is not None and len(r):
+        borderline = sim < threshold
+        if borderline.any():
+            a, b = np.minimum(r, c)[borderline], np.maximum(r, c)[borderline]
+            pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+            ok = np.asarray(confirm(ids[pairs[:, 0]], ids[pairs[:, 1]]), dtype=bool)
+            r = np.concatenate([r[~borderline], pairs[ok, 0]])
+            c = np.concatenate([c[~borderline], pairs[ok, 1]])
     if not len(r):
         return []
     graph = coo_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(n, n))
@@ -173,8 +199,62 @@ def _file_table(col) -> dict[int, list[FileInfo]]:
     return out
 
 
+def _phash_confirmer(
+    col, files: Mapping[int, list[FileInfo]]
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``confirm(a, b)``: content pairs whose 64-bit pHashes differ in <= CONFIRM_HAMMING bits.
+
+    The collection's stored ``phash`` codes when it has them; otherwise each content met is
+    decoded once, small (JPEG DCT scaling), from the first of its files that reads. A content
+    none of whose files reads confirms nothing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lookalike.features.hashes import phash_code
+    from lookalike.features.registry import info
+    from lookalike.images import ImageError, load_image
+
+    codes: dict[int, np.ndarray | None] = {}
+
+    def decode(cid: int) -> np.ndarray | None:
+        for f in files.get(cid, []):
+            try:
+                image = load_image(f["path"], min_side=CONFIRM_DECODE_SIDE).image
+            except (ImageError, OSError):
+                continue
+            return phash_code(image)
+        return None
+
+    def confirm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        wanted = sorted({int(i) for i in np.concatenate([a, b])} - codes.keys())
+        if wanted and "phash" in col.features:
+            spec = info("phash")
+            try:
+                stored = col.catalog.vectors_for("phash", spec.width, wanted, spec.dtype)
+                codes.update(zip(wanted, stored, strict=True))
+            except KeyError:  # some contents lack a stored code: decode those below
+                pass
+            wanted = [i for i in wanted if i not in codes]
+        if wanted:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                codes.update(zip(wanted, pool.map(decode, wanted), strict=True))
+        out = np.zeros(len(a), dtype=bool)
+        for n, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+            cx, cy = codes.get(x), codes.get(y)
+            if cx is not None and cy is not None:
+                distance = int(np.unpackbits(np.bitwise_xor(cx, cy)).sum())
+                out[n] = distance <= CONFIRM_HAMMING
+        return out
+
+    return confirm
+
+
 def find_duplicates(
-    col, preset: str = "near", threshold: float | None = None, k: int = 10
+    col,
+    preset: str = "near",
+    threshold: float | None = None,
+    k: int = 10,
+    confirm: bool = True,
 ) -> list[DupGroup]:
     """Groups of duplicate files in the collection ``col``, largest first.
 
@@ -183,6 +263,9 @@ def find_duplicates(
         preset: ``"exact"`` (same bytes), ``"near"`` or ``"similar"`` (see module doc).
         threshold: cosine similarity overriding the preset's (ignored for ``"exact"``).
         k: neighbours per image in the kNN graph.
+        confirm: with ``"near"``, also group pairs from cosine :data:`CONFIRM_FLOOR` up whose
+            pHashes agree (within :data:`CONFIRM_HAMMING` bits): resized and recompressed
+            copies that the deep vectors alone place below the threshold.
 
     Raises:
         ValueError: unknown preset, or no deep vectors in a collection for near/similar.
@@ -203,9 +286,11 @@ def find_duplicates(
     ids, vectors = col.catalog.vectors(DEEP_FEATURE, spec.dim, spec.dtype)
     present = np.fromiter((i in files for i in ids), dtype=bool, count=len(ids))
     ids, vectors = ids[present], vectors[present]
+    confirmer = _phash_confirmer(col, files) if confirm and preset == "near" else None
     groups = []
     grouped: set[int] = set()
-    for members, score in similarity_groups(ids, vectors, float(limit), k=k):
+    found = similarity_groups(ids, vectors, float(limit), k=k, confirm=confirmer)
+    for members, score in found:
         grouped.update(int(m) for m in members)
         # byte-identical copies inside a group are similarity 1; the group's min still holds
         groups.append(DupGroup([f for m in members for f in files[int(m)]], score))

@@ -166,3 +166,29 @@ def test_similarity_groups_finds_a_planted_cluster() -> None:
     assert 0.95 <= score <= 1.0
     assert similarity_groups(ids, x, 0.9999, k=5) == []
     assert similarity_groups(ids[:1], x[:1], 0.5) == []
+
+
+def test_near_confirms_resized_copies_by_phash(tmp_path: Path, sample_photos) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    coffee = sample_photos["coffee"].convert("RGB")
+    coffee.save(folder / "coffee.jpg", quality=95)
+    w, h = coffee.size
+    coffee.resize((w // 2, h // 2), Image.LANCZOS).save(folder / "coffee-half.jpg", quality=60)
+    for name in ("motorcycle_left", "motorcycle_right", "rocket", "astronaut"):
+        sample_photos[name].convert("RGB").save(folder / f"{name}.jpg", quality=95)
+    with lookalike.open(tmp_path / "index") as col:
+        col.add([folder], workers=1)
+        a, b = col.embed([folder / "coffee.jpg", folder / "coffee-half.jpg"])
+        cosine = float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        assert 0.85 <= cosine < 0.95  # the deep vectors alone leave this copy out of "near"
+        assert find_duplicates(col, "near", confirm=False) == []
+        decoded = find_duplicates(col, "near")  # no stored pHash: decoded small, on the fly
+        assert [_paths(g) for g in decoded] == [{"coffee.jpg", "coffee-half.jpg"}]
+        assert decoded[0].score == pytest.approx(cosine, abs=1e-4)
+        # the stereo pair (two frames of one scene, 4 pHash bits apart) stays apart
+        col.add([folder], features="+phash", workers=1)
+        stored = find_duplicates(col, "near")  # the stored codes now
+        assert [_paths(g) for g in stored] == [{"coffee.jpg", "coffee-half.jpg"}]
+        similar = find_duplicates(col, "similar")
+        assert {"motorcycle_left.jpg", "motorcycle_right.jpg"} in [_paths(g) for g in similar]

@@ -534,9 +534,12 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        warm = threading.Thread(target=_warm_text_model, name="warm-text", daemon=True)
         if config.warm_text:
-            threading.Thread(target=_warm_text_model, name="warm-text", daemon=True).start()
+            warm.start()
         yield
+        if warm.is_alive():  # never leave it running into interpreter shutdown
+            warm.join(timeout=120)
         server.close()
 
     app = FastAPIOffline(
