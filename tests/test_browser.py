@@ -368,3 +368,28 @@ def test_phone_sized_screen(page, site) -> None:
     page.click("#dups-run")
     page.wait_for_selector("#dups .group")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_dups_html_report_works_offline(browser, site, tmp_path: Path) -> None:
+    """`lookalike dups --html`: one self-contained file; its thumbnails show with no server."""
+    import lookalike
+    from lookalike.dups import find_duplicates, write_html_report
+
+    with lookalike.open(site["root"] / "index") as col:
+        groups = find_duplicates(col, "near")
+    report = write_html_report(groups, tmp_path / "report.html")
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    tab = context.new_page()
+    tab.goto(report.as_uri())
+    tab.wait_for_function(
+        "() => [...document.images].length > 0 && [...document.images]"
+        ".every(img => img.complete && img.naturalWidth > 0)"
+    )
+    assert tab.locator(".group").count() == len(groups) == 2
+    assert tab.locator(".keep").count() == 2 and "remove?" in tab.inner_text("body").lower()
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(ARTIFACTS / "test_dups_html_report_works_offline.png"), full_page=True)
+    context.close()
