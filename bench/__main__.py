@@ -23,7 +23,10 @@ from bench.indexing import cores, large_jpegs
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
-PARTS = ("indexing", "search", "copies", "copydetect", "dups", "features", "load", "text")
+PARTS = (
+    "indexing", "search", "copies", "copydetect", "dups", "features", "load", "text", "scale",
+    "quality", "stress", "memory",
+)  # fmt: skip
 
 Row = tuple[str, str, str, str]
 
@@ -381,6 +384,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             "web_animals4's labels (approximate: a few images sit in the wrong class)"
         )
 
+    if "scale" in parts:
+        from bench.scale import RESULTS as SCALE_RESULTS
+        from bench.scale import measure_scale, scale_rows
+
+        n = 100_000 if args.quick else 1_000_000
+        print(f"scale: {n:,} vectors, exact / auto / IVF-PQ / binary ...", file=sys.stderr)
+        r = measure_scale(n)
+        results["scale"] = r
+        rows += scale_rows(r)
+        if "skipped" not in r:
+            SCALE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            SCALE_RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+
+    if "stress" in parts:
+        from bench.stress import measure_stress, stress_rows
+
+        print("stress: searches + adds + deletes against lookalike serve ...", file=sys.stderr)
+        r = measure_stress(rounds=3 if args.quick else 6, seconds=10.0 if args.quick else 20.0)
+        results["stress"] = r
+        rows += stress_rows(r)
+
+    if "memory" in parts:
+        from bench.memory import measure_memory, memory_rows
+
+        n = 10_000 if args.quick else 100_000
+        print(f"memory: indexing {n:,} generated images (~30 min at 100k) ...", file=sys.stderr)
+        r = measure_memory(count=n)
+        results["memory"] = r
+        rows += memory_rows(r)
+
     descriptor_lines: list[str] = []
     if "features" in parts:
         from bench.features import RESULTS as FEATURES_RESULTS
@@ -397,6 +430,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(("(g) descriptors", f"{len(r['rows'])} features", "table below", ""))
             FEATURES_RESULTS.parent.mkdir(parents=True, exist_ok=True)
             FEATURES_RESULTS.write_text(json.dumps(r, indent=2) + "\n")
+
+    if "quality" in parts:
+        from bench.quality import RESULTS as QUALITY_RESULTS
+        from bench.quality import measure_quality
+        from bench.quality import table_lines as quality_lines
+
+        print("retrieval quality: baseline vs each improvement vs tune ...", file=sys.stderr)
+        r = measure_quality()
+        results["quality"] = r
+        descriptor_lines += ["", *quality_lines(r)]
+        rows.append(("(q) retrieval quality", "table below", "baseline: average pooling", ""))
+        QUALITY_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        QUALITY_RESULTS.write_text(json.dumps(r, indent=2) + "\n")
 
     results["seconds"] = time.perf_counter() - started
     print()

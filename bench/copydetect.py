@@ -59,20 +59,45 @@ def _check_function() -> Callable | None:
     return getattr(module, "check_copy", None)
 
 
+def import_imagededup_hashing() -> tuple[type, type]:
+    """imagededup's ``PHash`` and ``DHash`` classes, without importing torch.
+
+    ``imagededup.methods`` and ``imagededup.utils`` import its CNN and model wrappers (torch,
+    torchvision) from their ``__init__`` files; the hashing module itself needs only numpy,
+    scipy, PyWavelets, Pillow, tqdm and scikit-learn. The two packages are entered here as
+    plain namespaces (their ``__init__`` not run) so that ``imagededup.methods.hashing``
+    imports as published.
+    """
+    import importlib.util
+    import sys
+    import types
+
+    spec = importlib.util.find_spec("imagededup")
+    if spec is None or spec.origin is None:
+        raise ImportError("No module named 'imagededup'")
+    root = Path(spec.origin).parent
+    for name in ("imagededup.utils", "imagededup.methods"):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root / name.split(".")[1])]
+            sys.modules[name] = package
+    hashing = importlib.import_module("imagededup.methods.hashing")
+    return hashing.PHash, hashing.DHash
+
+
 def _imagededup() -> tuple[dict[str, object], str | None]:
     """imagededup's PHash/DHash objects, or a note saying why they cannot be used."""
     try:
-        from imagededup.methods.hashing import DHash, PHash
+        phash, dhash = import_imagededup_hashing()
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
         return {}, (
-            f"imagededup baselines skipped: cannot import it ({type(exc).__name__}: {exc}); "
-            "`pip install --no-deps imagededup` installs, but its hashing module needs "
-            "scikit-learn, PyWavelets and matplotlib, and imagededup.methods imports its torch CNN"
+            f"imagededup baselines skipped: cannot import its hashing ({type(exc).__name__}: "
+            f"{exc}); ./run.sh installs imagededup with --no-deps (its metadata pulls torch)"
         )
-    return {
-        "imagededup phash": PHash(verbose=False),
-        "imagededup dhash": DHash(verbose=False),
-    }, None
+    return {"imagededup phash": phash(verbose=False), "imagededup dhash": dhash(verbose=False)}, (
+        "imagededup's hashing imported without its package __init__ files (they import its "
+        "torch CNN); its CNN method needs downloaded weights and is not run"
+    )
 
 
 def _summary(scores: Sequence[float], correct: Sequence[bool], n_relevant: int) -> dict:
@@ -298,7 +323,11 @@ def _imagededup_top1(
 ) -> tuple[list[float], list[bool]]:
     """Top-1 by hamming distance of imagededup's 64-bit hashes (score = 1 - d / 64)."""
     files = [str(p.absolute()) for p in originals]
-    files += [str(p.absolute()) for p in sorted(animals.rglob("*")) if p.is_file() and p.suffix]
+    files += [
+        str(p.absolute())
+        for p in sorted((animals / "images").rglob("*"))
+        if p.is_file() and p.suffix
+    ]
     index_hashes, kept = [], []
     for f in files:
         h = hasher.encode_image(image_file=f)  # type: ignore[attr-defined]

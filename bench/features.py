@@ -41,7 +41,7 @@ from bench.copies import ACCEPTANCE, DATASETS, _dataset_paths, _duplicates
 from lookalike.collection import MIN_SIDE, Collection
 from lookalike.eval.transforms import STANDARD
 from lookalike.features.metrics import scores
-from lookalike.features.registry import FeatureInfo, all_features, pixel_features
+from lookalike.features.registry import OTHER_MODELS, FeatureInfo, all_features, pixel_features
 from lookalike.images import load_image
 from lookalike.index.store import new_index
 
@@ -93,6 +93,9 @@ def measure_speed(col: Collection, root: Path, count: int = SPEED_IMAGES) -> dic
         out[name] = _rate(lambda f=feature: f.encode([f.compute(i) for i in images]), count)
     deep = col.feature
     out["deep"] = _rate(lambda: deep.encode(np.stack([deep.preprocess(i) for i in images])), count)
+    for name in OTHER_MODELS:  # lite2: its own model and preprocessing
+        m = col._model(name)
+        out[name] = _rate(lambda m=m: m.encode(np.stack([m.preprocess(i) for i in images])), count)
     vectors = deep.encode(np.stack([deep.preprocess(i) for i in images]))
     for name, info in all_features().items():
         if info.source == "learned":

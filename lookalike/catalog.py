@@ -74,6 +74,10 @@ class CatalogError(Exception):
     """The catalog cannot be opened or used (too new, corrupt, wrong model)."""
 
 
+class StorageFullError(CatalogError):
+    """A write failed for want of space (disk full, quota, file size limit); rolled back."""
+
+
 @dataclass(frozen=True)
 class FileRow:
     """One file as the catalog knows it."""
@@ -155,7 +159,7 @@ class Catalog:
 
     def transaction(self) -> _Transaction:
         """A write transaction: ``with catalog.transaction(): ...`` commits or rolls back."""
-        return _Transaction(self.conn)
+        return _Transaction(self.conn, self.path)
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -533,18 +537,46 @@ class Catalog:
 
 
 class _Transaction:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
         self.conn = conn
+        self.path = path
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, self.path) or exc from None
         return self.conn
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
+            try:
+                self.conn.execute("COMMIT")
+                return
+            except sqlite3.Error as failure:
+                exc = failure
+        if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
             self.conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            full = _storage_error(exc, self.path)
+            if full is not None:
+                raise full from exc
+            if exc_type is None:
+                raise exc
+
+
+def _storage_error(exc: sqlite3.Error, path: Path | None) -> StorageFullError | None:
+    """The clear error for a write that failed for want of space (SQLITE_FULL, or an I/O
+    error on writing, as a file size limit gives), else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or (code != sqlite3.SQLITE_FULL and code & 0xFF != sqlite3.SQLITE_IOERR):
+        return None
+    where = f"the index at {path.parent}" if path is not None else "the index"
+    hint = "" if code == sqlite3.SQLITE_FULL else " (is the disk full?)"
+    return StorageFullError(
+        f"cannot write to {where}: {exc}{hint}; this write was undone and "
+        "everything committed before it is kept: free some space and run again"
+    )
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

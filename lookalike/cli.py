@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from lookalike.catalog import CatalogError
 from lookalike.features.base import METRICS
 from lookalike.features.registry import UnknownFeature
 from lookalike.images import ImageError
+from lookalike.index.milvus import MilvusError
 from lookalike.lock import LockedError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -83,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="attach metadata by path from a CSV (with a 'path' column) or JSON-lines file",
     )
+    p.add_argument(
+        "--index",
+        metavar="KIND",
+        help="vector index, kept for later runs: auto (by size and --memory-budget; the "
+        "default), flat, hnsw, hnsw-sq8, ivfpq, or pca256-hnsw ...",
+    )
+    p.add_argument(
+        "--memory-budget", metavar="SIZE", help="memory for the index with auto, e.g. 8G"
+    )
+    p.add_argument(
+        "--backend", choices=("faiss", "milvus"), help="where vectors are searched (faiss)"
+    )
+    p.add_argument(
+        "--uri", help="Milvus server (http://HOST:19530) or Milvus Lite file, for --backend milvus"
+    )
     p.set_defaults(usage_error=p.error)
 
     p = commands.add_parser("search", parents=[common], help="find images similar to a query")
@@ -107,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--folder", metavar="DIR", help="only images inside this folder")
     p.add_argument(
+        "--plain",
+        action="store_true",
+        help="deep: plain cosine of the stored vectors (no tuning, centring, query expansion)",
+    )
+    p.add_argument(
         "--text",
         action="append",
         metavar="TEXT",
@@ -130,6 +152,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(usage_error=p.error)
 
+    p = commands.add_parser(
+        "eval", parents=[common], help="retrieval quality on labelled images (mAP, P@k, ...)"
+    )
+    p.add_argument("folder", metavar="DIR", help="labelled images (one sub-folder per class)")
+    p.add_argument("--labels", metavar="CSV", help="path,label file instead of the folders")
+    p.add_argument(
+        "--features",
+        help="settings side by side, e.g. deep,deep+center+qe,deep+dba,deep+pca256,color "
+        "(default: deep,deep+center+qe: stored vectors, and as search ranks)",
+    )
+    p.add_argument("--html", metavar="FILE", help="write an offline HTML report")
+    p.add_argument(
+        "--copies", action="store_true", help="run the copy-detection benchmark on DIR instead"
+    )
+
+    p = commands.add_parser(
+        "tune", parents=[common], help="learn a projection from labelled images for search"
+    )
+    p.add_argument("folder", nargs="?", metavar="DIR", help="the images (default: CSV's folder)")
+    p.add_argument("--labels", metavar="CSV", help="path,label file (else one folder per class)")
+    p.add_argument("--clear", action="store_true", help="forget the stored projection")
+    p.add_argument(
+        "--dry-run", action="store_true", help="measure on held-out splits, store nothing"
+    )
+    p.set_defaults(usage_error=p.error)
+
     p = commands.add_parser("info", parents=[common], help="what the index holds")
     p.add_argument("--errors", action="store_true", help="list the files that failed")
 
@@ -137,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "remove", parents=[common], help="forget files or whole folders (files stay on disk)"
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
+
+    p = commands.add_parser(
+        "verify", parents=[common], help="check catalog and index files; --repair mends them"
+    )
+    p.add_argument(
+        "--repair", action="store_true", help="mend what is found (takes the writer lock)"
+    )
 
     p = commands.add_parser(
         "check", parents=[common], help="is this picture a copy of one in the index? (verdict)"
@@ -243,9 +298,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from lookalike.metadata import MetadataError
     from lookalike.text.clip import ClipModelError
 
-    if not args.paths and not args.metadata:
+    options = {"index": args.index, "memory_budget": args.memory_budget}
+    options |= {"backend": args.backend, "uri": args.uri}
+    if not args.paths and not args.metadata and not any(options.values()):
         args.usage_error("give at least one PATH, or --metadata FILE")  # exits with status 2
-    if not args.paths:
+    if not args.paths and not any(options.values()):
         return _attach_metadata(args)
     with _open(args, create=True, threads=args.threads) as col:
         try:
@@ -260,8 +317,11 @@ def cmd_index(args: argparse.Namespace) -> int:
                 refit=args.refit,
                 metadata=args.metadata,
                 model=args.model,
+                **options,
             )
         except (FileNotFoundError, UnknownFeature, MetadataError, ClipModelError) as exc:
+            raise CommandError(str(exc)) from None
+        except (ValueError, MilvusError) as exc:  # index options; Milvus unreachable
             raise CommandError(str(exc)) from None
         info = col.info()
     payload = report.as_dict() | {
@@ -286,6 +346,16 @@ def cmd_index(args: argparse.Namespace) -> int:
     if not args.quiet or args.json:
         _emit(args, payload, "\n".join(lines))
     return EXIT_OK
+
+
+def _index_line(about: dict) -> str:
+    """``auto (budget 8.0 GB), faiss`` or ``flat, milvus at http://...``."""
+    text = about["index"]
+    if about["index"] == "auto":
+        text += f" (budget {_size(about['memory_budget'])})"
+    if about["backend"] == "milvus":
+        return f"{text}, milvus at {about['uri']}"
+    return f"{text}, faiss"
 
 
 def _attach_metadata(args: argparse.Namespace) -> int:
@@ -341,6 +411,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                     shortlist=args.shortlist,
                     where=where,
                     folder=args.folder,
+                    expand=not args.plain,
                 )
             except UnknownFeature as exc:
                 raise CommandError(str(exc)) from None
@@ -471,7 +542,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"images:        {info['images']} ({info['unique_images']} unique)",
         f"errors:        {info['errors']}",
         f"model:         {info['model']}",
-        f"search index:  {_size(info['index_bytes'])}",
+        f"search index:  {_size(info['index_bytes'])}, {_index_line(info['vector_index'])}",
         f"catalog:       {_size(info['catalog_bytes'])}",
         "features:",
     ]
@@ -509,6 +580,25 @@ def cmd_remove(args: argparse.Namespace) -> int:
         removed = col.remove(args.paths)
     _emit(args, {"removed": removed}, "" if args.quiet else f"forgot {removed} files")
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from lookalike.integrity import repair, verify
+
+    with _open(args, create=False) as col:
+        report = repair(col) if args.repair else verify(col)
+    lines = [f"repaired: {what}" for what in report.repaired]
+    for p in report.problems:
+        fix = f" (--repair: {p.fix})" if p.fix and not args.repair else ""
+        lines.append(f"{p.severity}: {p.message}{fix}")
+    counts = report.checked
+    lines.append(
+        ("consistent" if report.ok else f"{len(report.errors)} problems")
+        + f": {counts.get('files', 0)} files, {counts.get('contents', 0)} images, "
+        f"{counts.get('vectors', 0)} vectors, {counts.get('index_files', 0)} index files checked"
+    )
+    _emit(args, report.as_dict(), "\n".join(lines))
+    return EXIT_OK if report.ok else EXIT_ERROR
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -671,11 +761,87 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(build_parser().parse_args(serve))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lookalike.eval.labels import LabelsError
+    from lookalike.eval.runner import EvalError, run_eval, table
+
+    def say(text: str) -> None:
+        if not args.quiet and not args.json:
+            print(text, file=sys.stderr)
+
+    if args.copies:
+        from lookalike.eval.copy_eval import copy_table, run_copy_eval
+
+        try:
+            r = run_copy_eval(Path(args.folder), progress=_progress(args), say=say)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
+        _emit(args, r, copy_table(r))
+        return EXIT_OK
+    try:
+        run = run_eval(
+            Path(args.folder),
+            Path(args.labels) if args.labels else None,
+            args.features,
+            db=Path(args.db).expanduser() if args.db else None,
+            progress=_progress(args),
+            say=say,
+        )
+    except (EvalError, LabelsError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from None
+    if args.html:
+        from lookalike.eval.report import write_html_report
+
+        write_html_report(run, Path(args.html))
+        say(f"report: {args.html}")
+    _emit(args, run.as_dict(), table(run))
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from lookalike.eval.labels import LabelsError
+    from lookalike.tune import TuneError, labelled_vectors, save_tuning, tune_collection
+
+    with _open(args, create=False) as col:
+        if args.clear:
+            save_tuning(col, None)
+            _emit(args, {"cleared": True}, "tuning forgotten: search uses the stored vectors")
+            return EXIT_OK
+        if not args.labels and not args.folder:
+            args.usage_error("give --labels CSV, or DIR with one sub-folder per class")
+        labels = Path(args.labels) if args.labels else None
+        folder = Path(args.folder) if args.folder else labels.parent
+        try:
+            vectors, names, excluded, notes = labelled_vectors(col, folder, labels)
+            report = tune_collection(col, vectors, names, excluded, store=not args.dry_run)
+        except (LabelsError, TuneError, FileNotFoundError) as exc:
+            raise CommandError(str(exc)) from None
+    payload = report.as_dict() | {"notes": notes}
+    lines = [f"note: {n}" for n in notes]
+    lines.append(f"{report.images} labelled images, {report.labels} labels")
+    for s in report.splits:
+        kind = "new images of known labels" if s.split == "image" else "labels never seen"
+        lines.append(
+            f"test split by {s.split} ({kind}; fitted on {s.train_images}, measured on "
+            f"{s.test_images}): mAP {s.before:.3f} -> {s.after:.3f} "
+            f"({100 * (s.after - s.before):+.1f} points)"
+        )
+    lines.append(
+        f"projection to {report.dim} dimensions (shrinkage {report.shrinkage}) "
+        + ("stored: search uses it (--plain to compare)" if report.stored else "not stored")
+    )
+    _emit(args, payload, "\n".join(lines))
+    return EXIT_OK
+
+
 COMMANDS = {
+    "eval": cmd_eval,
+    "tune": cmd_tune,
     "index": cmd_index,
     "search": cmd_search,
     "info": cmd_info,
     "remove": cmd_remove,
+    "verify": cmd_verify,
     "features": cmd_features,
     "check": cmd_check,
     "dups": cmd_dups,
@@ -689,8 +855,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CommandError, CatalogError, LockedError) as exc:
+    except (CommandError, CatalogError, LockedError, MilvusError) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        print(
+            f"lookalike: cannot write {exc.filename or 'a file'}: {exc.strerror}; everything "
+            "committed before is kept: free some space and run again",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("lookalike: interrupted; committed work is kept, run again to go on", file=sys.stderr)

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from lookalike.features.registry import (
     CLIP_NAME,
     DEEP,
     LEARNED_BITS,
+    OTHER_MODELS,
     FeatureInfo,
     UnknownFeature,
     info,
@@ -34,6 +36,8 @@ from lookalike.features.registry import (
     pixel_features,
 )
 from lookalike.images import ImageError, load_image, normalize_image
+from lookalike.index import policy
+from lookalike.index.flat import FlatIndex
 from lookalike.index.store import IndexStore, new_index
 from lookalike.lock import WriterLock
 from lookalike.pipeline import FeatureJob, IndexReport, run_index
@@ -149,6 +153,7 @@ class Collection:
         self.store = IndexStore(self.folder, self.catalog)
         self.threads = threads
         self._deep = None
+        self._models: dict[str, object] = {}  # model descriptors other than deep (lite2)
         self._learned: dict[str, object] = {}
         self._other_metric: dict[tuple[str, str], tuple[int, object]] = {}
         self._lacking: tuple[tuple[int, int], int] | None = None  # images without classes
@@ -179,6 +184,17 @@ class Collection:
             self._deep = load_deep_feature(threads=self.threads)
         return self._deep
 
+    def _model(self, name: str):  # -> DeepFeature
+        """Model descriptor ``name`` other than deep (``lite2``), loaded on first use."""
+        if name not in self._models:
+            from lookalike.features.registry import load_model_feature
+
+            self._models[name] = load_model_feature(name, threads=self.threads)
+        return self._models[name]
+
+    def _encode_model(self, name: str, pixels: np.ndarray) -> np.ndarray:
+        return self._model(name).encode(pixels)
+
     @property
     def features(self) -> list[str]:
         """The descriptors this collection computes for every image, default first."""
@@ -200,6 +216,10 @@ class Collection:
         progress: bool = False,
         metadata: str | os.PathLike | None = None,
         model: str | None = None,
+        index: str | None = None,
+        memory_budget: str | int | None = None,
+        backend: str | None = None,
+        uri: str | None = None,
     ) -> IndexReport:
         """Index image files and folders; only new or changed files are decoded.
 
@@ -220,6 +240,11 @@ class Collection:
             model: ``"clip-onnx:FOLDER"``: also store every image's embedding by the user's
                 CLIP (see :mod:`lookalike.text.clip`), which text search then uses; kept for
                 later runs. A different CLIP replaces the embeddings of the previous one.
+            index, memory_budget, backend, uri: how vectors are searched, kept for later
+                runs (see :func:`lookalike.index.policy.apply_options`): ``index`` is
+                ``auto`` (by size and ``memory_budget``, e.g. ``"8G"``), ``flat``, ``hnsw``,
+                ``hnsw-sq8``, ``ivfpq`` or ``pca256-hnsw``...; ``backend`` ``"faiss"`` or
+                ``"milvus"`` with ``uri`` (``http://HOST:19530``).
 
         Returns:
             An :class:`IndexReport` with counts and the failed files.
@@ -241,6 +266,8 @@ class Collection:
             records = normalize_records(read_metadata(metadata))
         chosen = self._choose_features(features)
         clip = self._load_clip(model) if model is not None else None  # fails before any work
+        options = {"index": index, "memory_budget": memory_budget, "backend": backend, "uri": uri}
+        policy.check_options(self.catalog, **options)  # fails before any work too
         with WriterLock(self.folder):
             kept = {spec.name for spec in self._stored(chosen)}
             dropped = [f for f in self.catalog.stored_features() if f not in kept]
@@ -251,6 +278,7 @@ class Collection:
                     self.catalog.forget_feature(name)
                 if clip is not None:
                     self._use_clip(clip)
+                policy.apply_options(self.catalog, **options)
             report = run_index(
                 self.catalog,
                 roots,
@@ -341,6 +369,11 @@ class Collection:
                 jobs.append(
                     FeatureJob(name, DeepFeature.preparer(), self._encode_deep, (CLASSES.name,))
                 )
+            elif name in OTHER_MODELS:
+                from lookalike.features.registry import model_preparer
+
+                encode = functools.partial(self._encode_model, name)  # loads on first batch
+                jobs.append(FeatureJob(name, model_preparer(name), encode))
             elif name in computed:
                 jobs.append(FeatureJob(name, computed[name].compute, computed[name].encode))
         clip = self._clip()
@@ -450,6 +483,7 @@ class Collection:
         with self.catalog.transaction():
             self.catalog.put_metadata(records, replace=replace)
             indexed = self.catalog.indexed_paths(path for path, _ in records)
+        policy.metadata_changed(self.store, self._stored(self.features), indexed)
         unmatched = [path for path, _ in records if path not in indexed]
         return {
             "rows": len(records),
@@ -464,7 +498,9 @@ class Collection:
         if paths is not None:
             absolute = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
         with self.catalog.transaction():
-            return self.catalog.delete_metadata(absolute)
+            removed = self.catalog.delete_metadata(absolute)
+        policy.metadata_changed(self.store, self._stored(self.features), absolute)
+        return removed
 
     def metadata(self, file_ids: Sequence[int]) -> dict[int, dict]:
         """``{file id: {key: value}}`` for the given file ids (``Match.id``); files without
@@ -513,12 +549,15 @@ class Collection:
         decoded = [_decode_query(img) for img in images]
         out: dict[str, np.ndarray] = {}
         computed = pixel_features()
-        need_deep = any(info(n).source in ("model", "learned") for n in names)
+        need_deep = any(n == DEEP.name or info(n).source == "learned" for n in names)
         if need_deep:
             pixels = np.stack([self.feature.preprocess(image) for image in decoded])
             out[DEEP.name] = self.feature.encode(pixels)
         for name in names:
-            if name in computed:
+            if name in OTHER_MODELS:
+                model = self._model(name)
+                out[name] = model.encode(np.stack([model.preprocess(i) for i in decoded]))
+            elif name in computed:
                 out[name] = computed[name].encode([computed[name].compute(i) for i in decoded])
             elif info(name).source == "learned":
                 out[name] = self._learned_model(name).encode(out[DEEP.name])
@@ -541,6 +580,7 @@ class Collection:
         folder: str | os.PathLike | None = None,
         text: str | None = None,
         weight: float = 0.5,
+        expand: bool = True,
     ) -> list[Match]:
         """The ``k`` indexed files most similar to ``query``, best first.
 
@@ -561,6 +601,10 @@ class Collection:
             text: search by words instead ("a cup of espresso"), or together with ``query``;
                 see :meth:`search_text`, which this calls (it returns :class:`TextResults`).
             weight: with both ``text`` and ``query``, the text's share of the score.
+            expand: for ``deep`` (without ``metric`` or ``rerank``), re-rank with the
+                collection: the projection of ``lookalike tune`` if any, database-side
+                augmentation and alpha query expansion (:mod:`lookalike.index.expanded`);
+                False gives plain cosine similarity of the stored vectors.
 
         Raises:
             ImageError: the query cannot be decoded.
@@ -589,7 +633,7 @@ class Collection:
         return self.search_vectors(
             described[name], k, feature=name, metric=metric,
             rerank=rerank, rerank_vectors=described.get(rerank), shortlist=shortlist,
-            where=where, folder=folder,
+            where=where, folder=folder, expand=expand,
         )[0]  # fmt: skip
 
     def search_text(
@@ -758,10 +802,13 @@ class Collection:
         shortlist: int | None = None,
         where: str | Mapping | None = None,
         folder: str | os.PathLike | None = None,
+        expand: bool = False,
     ) -> list[list[Match]]:
         """Search with ready-made descriptors (one row per query); one result list per row.
 
-        ``where`` and ``folder`` restrict the search as in :meth:`search`.
+        ``where`` and ``folder`` restrict the search as in :meth:`search`; ``expand`` re-ranks
+        ``deep`` as :meth:`search` does by default (off here: copy checks and duplicates
+        compare the stored vectors).
         """
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -779,8 +826,16 @@ class Collection:
             if rerank_vectors is None:
                 raise ValueError("rerank needs the query's vectors of the rerank feature")
             want = min(size, shortlist or max(200, 20 * k))
+        exact = isinstance(index, FlatIndex)  # approximate or Milvus indexes: no expansion
+        if expand and exact and feature == DEEP.name and metric == spec.metric and not rerank:
+            from lookalike.tune import expanded_index
+
+            score, ids = expanded_index(self).search(vectors, want, contents)
+            return self._matches(score, 1.0 - score, ids, k, files)
         if contents is None:
             raw, ids = index.search(vectors, want)
+        elif hasattr(index, "search_filtered"):  # Milvus: the filter is pushed down to it
+            raw, ids = index.search_filtered(vectors, want, where, folder, contents)
         else:  # inside the search: only the allowed vectors are ranked
             raw, ids = index.search(vectors, want, ids=contents)
         score, distance = score_and_distance(metric, raw, spec.dim)
@@ -891,6 +946,7 @@ class Collection:
             "model": self.catalog.get_meta("model", MODEL_NAME),
             "features": features,
             "index_bytes": sum(f["index_bytes"] for f in features),
+            "vector_index": policy.describe(self.catalog),
             "catalog_bytes": catalog_bytes,
             "schema_version": self.catalog.schema_version,
             "text_search": self._text_search_info(),
@@ -921,26 +977,19 @@ class Collection:
         return self.catalog.errors()
 
     def verify(self) -> list[str]:
-        """Consistency problems between catalog and search indexes (empty when all is well)."""
-        problems = self.catalog.check_consistency()
-        for spec in self._stored(self.features):
-            name = spec.name
-            if spec.source == "learned" and self._learned_model(name) is None:
-                continue
-            indexed = self.store.get(spec).ids()
-            wanted = self.catalog.vector_ids(name)
-            if len(indexed) != len(np.unique(indexed)):
-                problems.append(f"{name}: index holds duplicated ids")
-            extra, missing = np.setdiff1d(indexed, wanted), np.setdiff1d(wanted, indexed)
-            if len(extra) or len(missing):
-                problems.append(
-                    f"{name}: index has {len(extra)} vectors the catalog lacks "
-                    f"and lacks {len(missing)} of the catalog's"
-                )
-            contents = self.catalog.count_contents()
-            if len(wanted) != contents:
-                problems.append(f"{name}: {contents - len(wanted)} images lack this feature")
-        return problems
+        """Consistency problems between catalog and search indexes (empty when all is well).
+
+        The full report, notes included, is :func:`lookalike.integrity.verify`.
+        """
+        from lookalike.integrity import verify
+
+        return [p.message for p in verify(self).errors]
+
+    def repair(self):  # -> lookalike.integrity.IntegrityReport
+        """Mend what :meth:`verify` finds (holding the writer lock); the report afterwards."""
+        from lookalike.integrity import repair
+
+        return repair(self)
 
 
 def _decode_query(query: QueryImage) -> Image.Image:

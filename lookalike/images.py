@@ -44,6 +44,9 @@ __all__ = [
 DEFAULT_MAX_PIXELS: Final[int] = 178_956_970
 MAX_PIXELS_ENV: Final[str] = "LOOKALIKE_MAX_PIXELS"
 
+#: Files larger than this are not read (a sparse or endless file must not fill the memory).
+MAX_FILE_BYTES: Final[int] = 1 << 30
+
 #: Lower-case file suffixes that are indexed.
 IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     {
@@ -168,16 +171,21 @@ class DecodedImage:
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """Read a whole file, raising :class:`ImageError` ('unreadable: ...' / 'empty file')."""
+def read_bytes(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole file, raising :class:`ImageError` ('unreadable: ...' / 'empty file' /
+    'too big: ...' above ``max_bytes``, also for a file that grows while it is read)."""
     try:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
             raise ImageError("unreadable: is a directory")
         if not stat.S_ISREG(st.st_mode):
             raise ImageError("unreadable: not a regular file")
+        if st.st_size > max_bytes:
+            raise ImageError(f"too big: file of {st.st_size} bytes exceeds limit {max_bytes}")
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageError(f"too big: file grew past the limit of {max_bytes} bytes")
     except ImageError:
         raise
     except FileNotFoundError:
@@ -436,6 +444,8 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
         import cv2
 
         cv2.setNumThreads(1)  # decoding runs in a pool of workers already
+        with contextlib.suppress(Exception):  # a bad file is our ImageError, not log lines
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except ImportError:  # pragma: no cover - declared dependency
         raise ImageError("truncated or corrupt: unsupported TIFF layout") from None
 

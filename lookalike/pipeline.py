@@ -28,6 +28,10 @@ from lookalike.catalog import Catalog, FileRow, NewContent
 from lookalike.images import IMAGE_EXTENSIONS, ImageError, load_image, read_bytes
 
 Preparer = Callable[..., np.ndarray]  # RGB image -> array, run in the workers
+
+#: Seconds one file may take in a decode worker (read, hash, decode, prepare) before it counts
+#: as hung: its worker is killed and the file recorded as an error.
+FILE_TIME_LIMIT = 120.0
 Encode = Callable[[np.ndarray], np.ndarray]  # stacked prepared arrays -> stored vectors
 
 
@@ -124,20 +128,44 @@ def scan(roots: Iterable[Path]) -> Iterator[tuple[str, os.stat_result | None, st
     """Yield ``(path, stat, error)`` for every image file under ``roots``.
 
     Folders are walked recursively without following symbolic links to folders, and hidden
-    folders (name starting with ``.``) are skipped. A file named directly is always yielded.
+    folders (name starting with ``.``) are skipped. A file named directly is always yielded. A
+    folder that cannot be listed is yielded with its error (``unreadable folder: ...``).
     """
     for root in roots:
         if root.is_dir():
-            for folder, dirnames, filenames in os.walk(root, followlinks=False):
+            failed: list[OSError] = []
+            walk = os.walk(root, followlinks=False, onerror=failed.append)
+            for folder, dirnames, filenames in walk:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
                     if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                         yield _stat(os.path.join(folder, name))
+                yield from _unlisted(failed)
+            yield from _unlisted(failed)
         else:
             yield _stat(str(root))
 
 
+def _unlisted(failed: list[OSError]) -> Iterator[tuple[str, None, str]]:
+    while failed:
+        exc = failed.pop(0)
+        yield storable_path(str(exc.filename)), None, f"unreadable folder: {exc.strerror or exc}"
+
+
+def storable_path(path: str) -> str:
+    """``path`` as the catalog keeps it: a name that is not valid UTF-8 (SQLite text must be)
+    gets its undecodable bytes escaped as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
 def _stat(path: str) -> tuple[str, os.stat_result | None, str | None]:
+    stored = storable_path(path)
+    if stored != path:  # recorded under its escaped name, never read
+        return stored, None, "unsupported file name: not valid UTF-8 (rename the file to index it)"
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -343,6 +371,7 @@ def run_index(
     max_pixels: int | None = None,
     prune: bool = False,
     progress: bool = False,
+    time_limit: float = FILE_TIME_LIMIT,
 ) -> IndexReport:
     """Bring the catalog up to date with the image files under ``roots``.
 
@@ -385,6 +414,7 @@ def run_index(
                 min_side=min_side,
                 max_pixels=max_pixels,
                 progress=progress,
+                time_limit=time_limit,
             )
         writer.commit()
     except KeyboardInterrupt:
@@ -426,11 +456,12 @@ def _run_workers(
     min_side: int,
     max_pixels: int | None,
     progress: bool,
+    time_limit: float = FILE_TIME_LIMIT,
 ) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=len(candidates), unit="img", disable=not progress, dynamic_ncols=True)
-    decoder = DecodePool(workers, (known, preparers, min_side, max_pixels))
+    decoder = DecodePool(workers, (known, preparers, min_side, max_pixels), time_limit)
     full_batch = writer.batch_size
     try:
         for results, cpu_seconds in decoder.run(candidates):
@@ -453,14 +484,17 @@ class DecodePool:
 
     A worker that dies (a decoder crashing on a hostile file) takes the pool down with it; the
     files that were in flight are then retried one at a time in a fresh pool, and the one that
-    kills its worker again is reported as an error instead of stopping the run.
+    kills its worker again is reported as an error instead of stopping the run. A worker that
+    finishes nothing for ``time_limit`` seconds per file is killed the same way, and a file that
+    takes longer than that alone is reported as hung.
     """
 
     CHUNK = 4
 
-    def __init__(self, workers: int, initargs: tuple) -> None:
+    def __init__(self, workers: int, initargs: tuple, time_limit: float = FILE_TIME_LIMIT) -> None:
         self.workers = workers
         self.initargs = initargs
+        self.time_limit = time_limit
         self.max_in_flight = max(2, workers * 4)
         self.draining = False
         self._pool: ProcessPoolExecutor | None = None
@@ -475,8 +509,11 @@ class DecodePool:
             )
         return self._pool
 
-    def _restart(self) -> None:
+    def _restart(self, kill: bool = False) -> None:
         if self._pool is not None:
+            if kill:  # a worker is stuck in a decoder: nothing else stops it
+                for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                    process.kill()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
@@ -500,7 +537,20 @@ class DecodePool:
                     chunk = queue.popleft()
                     pending[self._executor().submit(_process_chunk, chunk)] = chunk
                 self.draining = not queue
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            limit = self.time_limit * (1 if isolated else self.CHUNK)
+            done, _ = wait(pending, timeout=limit, return_when=FIRST_COMPLETED)
+            if not done:  # no task finished in time: a worker hangs on a file
+                lost = [c for chunk in pending.values() for c in chunk]
+                pending.clear()
+                self._restart(kill=True)
+                if isolated:
+                    (culprit,) = lost
+                    error = f"decoding took longer than {self.time_limit:g} s (time limit)"
+                    hung = FileResult(culprit.path, culprit.size, culprit.mtime_ns, error=error)
+                    yield [hung], 0.0
+                else:
+                    suspects.extend(lost)
+                continue
             lost: list[Candidate] = []
             for future in done:
                 chunk = pending.pop(future)

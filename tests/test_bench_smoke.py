@@ -51,3 +51,22 @@ def test_feature_latency_on_every_index_kind() -> None:
         assert rows.shape == (5, info.width) and rows.dtype == info.dtype
         assert measure_latency(info, n=200, queries=3) > 0
 
+
+
+def test_imagededup_hashing_baseline_without_torch(sample_photos) -> None:
+    import sys
+
+    from bench.copydetect import import_imagededup_hashing
+    from lookalike.features.hashes import dhash_code, phash_code
+
+    phash, dhash = import_imagededup_hashing()
+    assert "torch" not in sys.modules
+    p, d = phash(verbose=False), dhash(verbose=False)
+    for name in ("astronaut", "coffee", "chelsea"):
+        image = sample_photos[name].convert("RGB")
+        pixels = np.asarray(image)
+        # the same dHash bit for bit; pHash differs in resampling details only
+        assert d.encode_image(image_array=pixels) == dhash_code(image).tobytes().hex()
+        theirs = int(p.encode_image(image_array=pixels), 16)
+        ours = int(phash_code(image).tobytes().hex(), 16)
+        assert bin(theirs ^ ours).count("1") <= 4

@@ -74,11 +74,12 @@ def test_metric_override_and_semantics(col, photos: Path) -> None:
 def test_two_stage_search_returns_the_exact_top_results(col, photos: Path) -> None:
     queries = [photos / "gen" / f"gen_11_{i:04d}.jpg" for i in (3, 50, 99)]
     for query in queries:
-        exact = [m.content_id for m in col.search(query, k=5)]
+        # plain cosine (expand=False): what --rerank deep orders by
+        exact = [m.content_id for m in col.search(query, k=5, expand=False)]
         staged = col.search(query, k=5, feature="itq64", rerank="deep", shortlist=60)
         assert [m.content_id for m in staged] == exact
         assert [m.score for m in staged] == pytest.approx(
-            [m.score for m in col.search(query, k=5)], abs=1e-5
+            [m.score for m in col.search(query, k=5, expand=False)], abs=1e-5
         )
 
 

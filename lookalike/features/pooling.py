@@ -51,3 +51,18 @@ def rmac(feature_map: np.ndarray, levels: int = 3) -> np.ndarray:
     for top, left, side in rmac_regions(h, w, levels):
         total += l2_normalize(fmap[:, top : top + side, left : left + side].max(axis=(1, 2)))
     return l2_normalize(total)
+
+
+GEM_P = 3.0
+
+
+def gem(feature_map: np.ndarray, p: float = GEM_P) -> np.ndarray:
+    """Generalised mean pooling (Radenović, Tolias and Chum, 2018), L2-normalised:
+    ``[N, C, H, W] -> [N, C]``, ``(mean(x ** p)) ** (1 / p)`` per channel.
+
+    ``p = 1`` is average pooling and large ``p`` tends to max pooling; activations below zero
+    are clipped (the model's ReLU6 output has none).
+    """
+    fmap = np.clip(np.asarray(feature_map, dtype=np.float32), 1e-6, None)
+    pooled = np.power(np.power(fmap, p).mean(axis=(2, 3)), 1.0 / p)
+    return l2_normalize(pooled)

@@ -7,7 +7,13 @@ import time
 import numpy as np
 from PIL import Image
 
-from lookalike.features.registry import all_features, pixel_features
+from lookalike.features.registry import (
+    OTHER_MODELS,
+    FeatureUnavailable,
+    all_features,
+    load_model_feature,
+    pixel_features,
+)
 
 
 def _sample_images(count: int = 8, size: tuple[int, int] = (640, 480)) -> list[Image.Image]:
@@ -54,5 +60,15 @@ def feature_table(measure: bool = True) -> list[dict]:
             row["images_per_s"] = _images_per_s(
                 lambda d=deep: d.encode(np.stack([d.preprocess(i) for i in images])), len(images)
             )
+        elif measure and name in OTHER_MODELS:
+            try:
+                model = load_model_feature(name)
+            except FeatureUnavailable as exc:  # optional package absent: no speed, say why
+                row["unavailable"] = str(exc)
+            else:
+                row["images_per_s"] = _images_per_s(
+                    lambda m=model: m.encode(np.stack([m.preprocess(i) for i in images])),
+                    len(images),
+                )
         rows.append(row)
     return rows

@@ -15,6 +15,7 @@ import numpy as np
 
 from lookalike.catalog import Catalog
 from lookalike.features.registry import CLASSES, CLIP_NAME, FeatureInfo, all_features
+from lookalike.index import policy
 from lookalike.index.exact import ExactIndex
 from lookalike.index.flat import FlatIndex
 
@@ -72,7 +73,9 @@ class IndexStore:
         self._cache: dict[str, tuple[int, object]] = {}
 
     def path(self, info: FeatureInfo, generation: int) -> Path:
-        return self.folder / f"{info.name}.g{generation}{_EXTENSIONS[index_kind(info)]}"
+        kind = index_kind(info)
+        extension = policy.extension(self.catalog, kind) or _EXTENSIONS[kind]
+        return self.folder / f"{info.name}.g{generation}{extension}"
 
     def files(self, name: str) -> list[tuple[int, Path]]:
         """``(generation, path)`` of the index files of feature ``name``, newest first."""
@@ -92,12 +95,14 @@ class IndexStore:
         index = self._read(self.path(info, generation), info)
         if index is None:
             index, generation = self._sync(info, cached[1] if cached else None)
+        policy.attach(self.catalog, info, index)
         self._cache[info.name] = (generation, index)
         return index
 
     def _read(self, path: Path, info: FeatureInfo):
         try:
-            return _load(path, info)
+            index = policy.load(path, info, index_kind(info), self.catalog)
+            return index if index is not None else _load(path, info)
         except Exception:  # missing or damaged: the catalog can rebuild it
             return None
 
@@ -114,6 +119,8 @@ class IndexStore:
         try:
             generation = self.catalog.generation(info.name)
             wanted = self.catalog.vector_ids(info.name)
+            # the collection's settings choose the kind (auto: by size); rebuild when it changed
+            index = policy.fit(self.catalog, info, index_kind(info), index, wanted)
             present = index.ids()
             stale = np.setdiff1d(present, wanted)
             missing = np.setdiff1d(wanted, present)
@@ -137,6 +144,8 @@ class IndexStore:
             if not current.exists():
                 self.get(info)
             keep.add(current)
+            if not current.exists():  # could not be written (disk full): keep the last good one
+                keep.update(path for _, path in self.files(info.name))
         for name in [*all_features(), CLASSES.name, CLIP_NAME]:
             for stale in self.folder.glob(f"{name}.g*"):
                 if stale not in keep:  # older generations, dropped features, crash leftovers

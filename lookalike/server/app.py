@@ -376,6 +376,8 @@ class Server:
             raise HTTPException(
                 403, "adding server-side paths is disabled; start the server with --allow-root DIR"
             )
+        if "\0" in path:
+            raise HTTPException(400, "a path cannot contain a NUL character")
         real = Path(os.path.realpath(Path(path).expanduser()))
         for root in self.config.allow_roots:
             if real == root or real.is_relative_to(root):
@@ -766,7 +768,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             except KeyError:
                 raise NotFound(f"image {file_id} has no {name} vector yet") from None
             extra = server.filter_args(col, where, folder, "search_vectors")
-            return _hits(col, col.search_vectors(vector, k, feature=name, **extra)[0]), None
+            # the same ranking as a search with the image itself (col.search's default)
+            found = col.search_vectors(vector, k, feature=name, expand=True, **extra)[0]
+            return _hits(col, found), None
 
         results, how = await on_reader(work)
         took = round((time.perf_counter() - started) * 1e3, 2)

@@ -66,6 +66,7 @@ class ReaderPool:
         self.threads = threads
         self._queue: queue.Queue = queue.Queue()
         self._ready = threading.Event()
+        self._closed = False
         self._workers = [
             threading.Thread(target=self._run, name=f"lookalike-reader-{i}", daemon=True)
             for i in range(max(1, readers))
@@ -107,6 +108,9 @@ class ReaderPool:
     def submit(self, fn: Callable[[Any], Any]) -> Future:
         """Run ``fn(collection)`` on a reader thread; returns its future."""
         future: Future = Future()
+        if self._closed:  # no thread will ever take it: fail now rather than hang the request
+            future.set_exception(RuntimeError("the server is shutting down"))
+            return future
         self._queue.put((fn, future))
         return future
 
@@ -126,6 +130,7 @@ class ReaderPool:
         return self._queue.qsize()
 
     def close(self) -> None:
+        self._closed = True
         for _ in self._workers:
             self._queue.put(None)
         for worker in self._workers:
@@ -195,6 +200,11 @@ class Writer:
             for old in list(self.jobs)[: max(0, len(self.jobs) - self.KEEP_JOBS)]:
                 if self.jobs[old].status in ("done", "failed"):
                     del self.jobs[old]
+        if not self._thread.is_alive():  # closed: nothing would ever run it
+            job.status, job.error, job.error_status = "failed", "the server is shutting down", 503
+            job.finished = time.time()
+            job._finished.set()
+            return job
         self._queue.put((job, fn))
         return job
 

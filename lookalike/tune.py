@@ -1,0 +1,378 @@
+"""Tuning to a catalogue: a linear projection of the frozen deep vectors learned from labels.
+
+The projection whitens the within-class scatter (how images of one label differ) and then
+keeps the directions along which the whitened images spread most: a regularised linear
+discriminant analysis that keeps every direction rather than only ``classes - 1``, the
+"learned whitening" of Radenović, Tolias and Chum (2018) with classes in place of matching
+pairs. Directions in which images of one label differ a lot are shrunk; what separates labels
+is kept. The within-class covariance is shrunk towards a multiple of the identity, so that a
+few hundred images do not make it singular.
+
+It is evaluated honestly (:func:`evaluate_splits`): fitted on some images, measured on others
+it never saw, once split by image (seen labels, new images) and once by label (new labels).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lookalike.atomic import savez_atomic
+from lookalike.features.pooling import l2_normalize
+
+if TYPE_CHECKING:
+    from lookalike.collection import Collection
+    from lookalike.index.expanded import ExpandedIndex
+
+DEFAULT_SHRINKAGE = 0.9
+TEST_SHARE = 0.5
+SHRINKAGES = (0.8, 0.9, 0.95)
+DIMS = (None, 256, 64)
+
+
+class TuneError(ValueError):
+    """Labels that cannot teach a projection (too few images or labels)."""
+
+
+@dataclass
+class Projection:
+    """``project(x) = normalise((x - mean) @ matrix)``; ``matrix`` is ``[D, dim]``."""
+
+    mean: np.ndarray
+    matrix: np.ndarray
+    shrinkage: float
+    feature: str = "deep"
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    @classmethod
+    def fit(
+        cls,
+        vectors: np.ndarray,
+        labels: np.ndarray | list,
+        shrinkage: float = DEFAULT_SHRINKAGE,
+        dim: int | None = None,
+        feature: str = "deep",
+    ) -> Projection:
+        """Learn the projection from ``vectors`` ``[N, D]`` and one label per row.
+
+        Raises:
+            TuneError: fewer than 2 labels with at least 2 images each.
+        """
+        return fit_many(vectors, labels, [shrinkage], [dim], feature)[(shrinkage, dim)]
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """Projected, L2-normalised ``[N, dim]`` float32 vectors."""
+        x = np.asarray(vectors, dtype=np.float32)
+        return l2_normalize((x - self.mean) @ self.matrix).astype(np.float32)
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (``.npz``) atomically."""
+        savez_atomic(
+            path,
+            mean=self.mean,
+            matrix=self.matrix,
+            shrinkage=np.float64(self.shrinkage),
+            feature=np.array(self.feature),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Projection:
+        """Read what :meth:`save` wrote."""
+        with np.load(Path(path)) as data:
+            return cls(data["mean"], data["matrix"], float(data["shrinkage"]), str(data["feature"]))
+
+
+def fit_many(
+    vectors: np.ndarray,
+    labels: np.ndarray | list,
+    shrinkages: Sequence[float],
+    dims: Sequence[int | None],
+    feature: str = "deep",
+) -> dict[tuple[float, int | None], Projection]:
+    """:meth:`Projection.fit` for every ``(shrinkage, dim)``, sharing the decompositions."""
+    x = np.asarray(vectors, dtype=np.float64)
+    labels = np.asarray(labels)
+    names, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if np.sum(counts >= 2) < 2:
+        raise TuneError("tuning needs at least 2 labels with 2 or more images each")
+    usable = counts[inverse] >= 2
+    x, inverse = x[usable], inverse[usable]
+    d = x.shape[1]
+    for dim in dims:
+        if dim is not None and not 1 <= dim <= d:
+            raise TuneError(f"dim must be in [1, {d}]")
+    mean = x.mean(axis=0)
+    centres = np.zeros((len(names), d))
+    np.add.at(centres, inverse, x)
+    centres /= np.maximum(np.bincount(inverse, minlength=len(names)), 1)[:, None]
+    within = x - centres[inverse]
+    # thin SVDs: cost O(N^2 D) when there are fewer images than dimensions
+    _, sing, vt = np.linalg.svd(within, full_matrices=False)
+    values = sing**2 / max(len(x) - 1, 1)
+    floor = float(values.sum()) / d  # the mean of all D eigenvalues (the rest are 0)
+    out = {}
+    for shrinkage in shrinkages:
+        # Sw^(-1/2) of the shrunk covariance: c0 off the span of the data, f on it
+        c0 = 1.0 / np.sqrt(max(shrinkage * floor, 1e-12))
+        f = 1.0 / np.sqrt(np.maximum((1.0 - shrinkage) * values + shrinkage * floor, 1e-12))
+        whiten = c0 * np.eye(d) + (vt.T * (f - c0)) @ vt
+        _, _, rotate = np.linalg.svd((x - mean) @ whiten, full_matrices=False)
+        for dim in dims:
+            matrix = (whiten @ rotate[: dim or d].T).astype(np.float32)
+            out[(shrinkage, dim)] = Projection(
+                mean.astype(np.float32), matrix, float(shrinkage), feature
+            )
+    return out
+
+
+# -- honest evaluation --------------------------------------------------------------------------
+
+
+def split_by_image(labels: np.ndarray, test_share: float = TEST_SHARE, seed: int = 0) -> np.ndarray:
+    """Boolean test mask: ``test_share`` of each label's images (labels keep both sides)."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        test[rows[: int(round(len(rows) * test_share))]] = True
+    return test
+
+
+def split_by_class(labels: np.ndarray, test_share: float = TEST_SHARE, seed: int = 0) -> np.ndarray:
+    """Boolean test mask: every image of ``test_share`` of the labels (at least one label on
+    each side)."""
+    names = np.random.default_rng(seed).permutation(np.unique(labels))
+    n_test = min(max(1, int(round(len(names) * test_share))), len(names) - 1)
+    return np.isin(labels, names[:n_test])
+
+
+def _map(vectors: np.ndarray, labels: np.ndarray, excluded: np.ndarray) -> float:
+    from lookalike.eval.retrieval import evaluate_scores
+
+    blocks = [
+        (slice(b, b + 512), vectors[b : b + 512] @ vectors.T) for b in range(0, len(vectors), 512)
+    ]
+    return evaluate_scores("", blocks, list(labels), excluded).overall["mAP"]
+
+
+def choose_setting(
+    vectors: np.ndarray, labels: np.ndarray, seed: int = 0
+) -> tuple[float, int | None]:
+    """The ``(shrinkage, dim)`` of ``SHRINKAGES`` x ``DIMS`` with the best mean mAP over two
+    inner splits of the given images (by image, and by label when there are 4 labels or more):
+    what generalises to new images and new labels, not what memorises."""
+    splits = [split_by_image(labels, seed=seed + 1)]
+    names, counts = np.unique(labels, return_counts=True)
+    if np.sum(counts >= 2) >= 4:
+        splits.append(split_by_class(labels, seed=seed + 1))
+    dims = [dim for dim in DIMS if dim is None or dim < vectors.shape[1]]
+    totals: dict[tuple[float, int | None], list[float]] = {}
+    for test in splits:
+        try:
+            fitted = fit_many(vectors[~test], labels[~test], SHRINKAGES, dims)
+        except TuneError:
+            continue
+        rows = np.flatnonzero(test)
+        for key, p in fitted.items():
+            value = _map(p.project(vectors[rows]), labels[rows], np.eye(len(rows), dtype=bool))
+            totals.setdefault(key, []).append(value)
+    if not totals:
+        return DEFAULT_SHRINKAGE, None
+    return max(totals, key=lambda key: float(np.mean(totals[key])))
+
+
+@dataclass
+class SplitResult:
+    """mAP of the test images among themselves, before and after a projection fitted on the
+    training images only."""
+
+    split: str
+    train_images: int
+    test_images: int
+    test_labels: int
+    before: float
+    after: float
+    shrinkage: float
+    dim: int
+
+    def as_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "train_images": self.train_images,
+            "test_images": self.test_images,
+            "test_labels": self.test_labels,
+            "map_before": self.before,
+            "map_after": self.after,
+            "gain": self.after - self.before,
+            "shrinkage": self.shrinkage,
+            "dim": self.dim,
+        }
+
+
+def evaluate_split(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    test: np.ndarray,
+    split: str,
+    excluded: np.ndarray | None = None,
+) -> SplitResult:
+    """Fit on ``~test`` (shrinkage chosen there too), measure on ``test`` alone."""
+    labels = np.asarray(labels)
+    train = ~test
+    shrinkage, dim = choose_setting(vectors[train], labels[train])
+    p = Projection.fit(vectors[train], labels[train], shrinkage, dim)
+    rows = np.flatnonzero(test)
+    exc = np.eye(len(rows), dtype=bool) if excluded is None else excluded[np.ix_(rows, rows)]
+    before = _map(l2_normalize(vectors[rows]), labels[rows], exc)
+    after = _map(p.project(vectors[rows]), labels[rows], exc)
+    return SplitResult(
+        split,
+        int(train.sum()),
+        len(rows),
+        len(np.unique(labels[rows])),
+        before,
+        after,
+        shrinkage,
+        p.dim,
+    )
+
+
+def evaluate_splits(
+    vectors: np.ndarray, labels: np.ndarray, excluded: np.ndarray | None = None, seed: int = 0
+) -> list[SplitResult]:
+    """The by-image and by-label splits (the latter only with at least 2 labels with 2 or more
+    images on each side)."""
+    labels = np.asarray(labels)
+    out = [evaluate_split(vectors, labels, split_by_image(labels, seed=seed), "image", excluded)]
+    names, counts = np.unique(labels, return_counts=True)
+    if np.sum(counts >= 2) >= 4:
+        keep = np.isin(labels, names[counts >= 2])
+        test = split_by_class(labels, seed=seed) & keep
+        train_ok = np.sum(counts[np.isin(names, labels[~test & keep])] >= 2) >= 2
+        if train_ok:
+            out.append(evaluate_split(vectors, labels, test, "label", excluded))
+    return out
+
+
+# -- stored with a collection and used by its search --------------------------------------------
+
+META_KEY = "tuned:deep"
+_EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def load_tuning(col: Collection) -> Projection | None:
+    """The collection's stored projection, or None when it has not been tuned."""
+    name = col.catalog.get_meta(META_KEY)
+    if not name:
+        return None
+    path = col.folder / name
+    if not path.is_file():
+        return None
+    return Projection.load(path)
+
+
+def save_tuning(col: Collection, projection: Projection | None) -> None:
+    """Store ``projection`` with the collection (None forgets the tuning); search uses it."""
+    old = col.catalog.get_meta(META_KEY) or ""
+    if projection is None:
+        name = ""
+    else:
+        number = int(old.split(".")[1]) + 1 if old.startswith("tuned.") else 1
+        name = f"tuned.{number}.npz"
+        projection.save(col.folder / name)
+    with col.catalog.transaction():
+        col.catalog.set_meta(META_KEY, name)
+    if old and old != name:
+        (col.folder / old).unlink(missing_ok=True)
+    _EXPANDED.pop(col, None)
+
+
+def expanded_index(col: Collection) -> ExpandedIndex:
+    """The collection's re-ranking search over its deep vectors (kept while they and the
+    tuning stay the same)."""
+    from lookalike.features.registry import DEEP
+    from lookalike.index.expanded import ExpandedIndex
+
+    key = (col.catalog.generation(DEEP.name), col.catalog.get_meta(META_KEY) or "")
+    cached = _EXPANDED.get(col)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ids, vectors = col.catalog.vectors(DEEP.name, DEEP.width, DEEP.dtype)
+    index = ExpandedIndex(ids, vectors, load_tuning(col))
+    _EXPANDED[col] = (key, index)
+    return index
+
+
+@dataclass
+class TuneReport:
+    """What ``lookalike tune`` did: the splits' figures and the stored projection."""
+
+    images: int
+    labels: int
+    splits: list[SplitResult]
+    shrinkage: float
+    dim: int
+    stored: bool
+
+    def as_dict(self) -> dict:
+        return {
+            "images": self.images,
+            "labels": self.labels,
+            "splits": [s.as_dict() for s in self.splits],
+            "shrinkage": self.shrinkage,
+            "dim": self.dim,
+            "stored": self.stored,
+        }
+
+
+def tune_collection(
+    col: Collection, vectors: np.ndarray, labels: list[str], excluded: np.ndarray | None = None,
+    store: bool = True,
+) -> TuneReport:  # fmt: skip
+    """Measure the projection on held-out splits, then fit it on every labelled image and
+    store it with ``col`` (unless ``store`` is False)."""
+    labels_arr = np.asarray(labels)
+    splits = evaluate_splits(vectors, labels_arr, excluded)
+    shrinkage, dim = choose_setting(vectors, labels_arr)
+    projection = Projection.fit(vectors, labels_arr, shrinkage, dim)
+    if store:
+        save_tuning(col, projection)
+    return TuneReport(len(labels), len(set(labels)), splits, shrinkage, projection.dim, store)
+
+
+def labelled_vectors(
+    col: Collection, folder: Path, labels: Path | None
+) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """The deep vectors of the labelled images of ``folder`` that ``col`` has indexed, their
+    labels, the ``[N, N]`` duplicate exclusions and notes (labels matching no file, labelled
+    images not indexed, single-image labels)."""
+    from lookalike.eval.labels import LabelsError, load_labelled_set
+    from lookalike.eval.runner import _subset
+    from lookalike.features.registry import DEEP
+
+    data = load_labelled_set(folder, labels)
+    rows = col.catalog.files_by_path()
+    content = [getattr(rows.get(str(p.absolute())), "content_id", None) for p in data.paths]
+    keep = [i for i, c in enumerate(content) if c is not None]
+    notes = []
+    if len(keep) < len(data):
+        missing = [str(data.paths[i]) for i, c in enumerate(content) if c is None]
+        notes.append(
+            f"{len(missing)} labelled image(s) are not in the index (e.g. {missing[0]}); "
+            "index them first to use them"
+        )
+    if len(keep) < 2:
+        raise LabelsError("fewer than 2 labelled images are in the index; run `lookalike index`")
+    data = _subset(data, keep)
+    ids, vectors = col.catalog.vectors(DEEP.name, DEEP.width, DEEP.dtype)
+    content_ids = np.asarray([content[i] for i in keep], dtype=np.int64)
+    found = np.searchsorted(ids, content_ids)
+    return vectors[found], data.labels, data.excluded(), notes + data.notes()
