@@ -32,9 +32,10 @@ one group; "extra" = groups holding no listed duplicate pair):
   0.95: 2 (a mirrored copy and a near-identical one) | 0.92: 6 | 0.85: 25 (max group 7).
 
 Speed (2 cores, ``k=10``, ``python -m bench dups``): 10,000 indexed files (the 3,197 images of
-both sets plus 6,803 generated copies of them): :func:`find_duplicates` ``near`` 7.1 s (pHash
-of the borderline images decoded on the fly), ``similar`` 3.1 s, ``exact`` 0.07 s; the CLI
-``lookalike dups --json`` 7.6 s in all (a busy machine: about 1.8x a quiet one). There, ``near``
+both sets plus 6,803 generated copies of them): :func:`find_duplicates` ``near`` 8.4 s (of
+which about 6.5 s decode the borderline images for their pHash: ``--features +phash`` stores
+it and saves that), ``similar`` 1.7 s, ``exact`` 0.15 s; the CLI ``lookalike dups --json``
+8.2 s in all. There, ``near``
 groups every byte copy with its source, 95 % of copies resized to 50-90 % and re-encoded (JPEG
 70-95; 48 % without the pHash confirmation) and 64 % of 2-5 % crops (pHash moves with a crop).
 """
