@@ -546,6 +546,17 @@ def test_searches_keep_working_while_adding(client, demo: dict) -> None:
     def images() -> int:
         return client.get("/api/stats").json()["images"]
 
+    def watch_progress() -> None:  # a cheap, tight poll: partial progress lasts a fraction of a s
+        while True:
+            job = client.get(f"/api/jobs/{job_id}").json()
+            done.add(job["done"])
+            if job["status"] in ("done", "failed"):
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch_progress, daemon=True)
+    watcher.start()
+
     while True:
         job = client.get(f"/api/jobs/{job_id}").json()
         r = client.post("/api/search", params={"k": 3}, files={"image": ("q.jpg", query)})
@@ -562,9 +573,9 @@ def test_searches_keep_working_while_adding(client, demo: dict) -> None:
         if job["status"] == "running":
             seen_running += 1
             counts.append(images())
-            done.add(job["done"])
         if job["status"] in ("done", "failed"):
             break
+    watcher.join(timeout=30)
     assert job["status"] == "done" and job["result"]["embedded"] == 60, job
     assert not failures
     assert seen_running >= 2, "the add finished before any search ran beside it"
