@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,6 +24,25 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def committed_files(db: Path, timeout: float = 5) -> int:
+    """Files committed to the index at ``db`` so far, read-only beside a writer (0 if none)."""
+    try:
+        conn = sqlite3.connect(f"file:{db / 'catalog.sqlite'}?mode=ro", uri=True, timeout=timeout)
+        try:
+            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def index_command(photos: Path, db: Path) -> list[str]:
+    """``lookalike index`` in small batches with two workers, as the crash tests run it."""
+    exe = Path(sys.executable).with_name("lookalike")
+    return [str(exe), "index", str(photos), "--db", str(db), "-q", "--batch-size", "8",
+            "--workers", "2"]  # fmt: skip
 
 
 def make_images(folder: Path, count: int, seed: int = 0, size: int = 256) -> list[Path]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_images
+from conftest import committed_files, index_command, make_images
 
 import lookalike
 from lookalike.integrity import verify
@@ -44,23 +44,6 @@ def _snapshot(db: Path) -> dict[str, str | None]:
     return dict(rows)
 
 
-def _count(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db / 'catalog.sqlite'}?mode=ro", uri=True, timeout=10)
-        try:
-            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
-def _index_command(photos: Path, db: Path) -> list[str]:
-    exe = Path(sys.executable).with_name("lookalike")
-    return [str(exe), "index", str(photos), "--db", str(db), "-q", "--batch-size", "8",
-            "--workers", "2"]  # fmt: skip
-
-
 def test_twenty_kill_9s_at_random_moments(tmp_path: Path) -> None:
     rng = random.Random(9)
     photos, db = tmp_path / "photos", tmp_path / "index"
@@ -74,7 +57,7 @@ def test_twenty_kill_9s_at_random_moments(tmp_path: Path) -> None:
             on_disk = sorted(str(p) for p in photos.rglob("*.jpg"))
             start = _snapshot(db)
             proc = subprocess.Popen(
-                _index_command(photos, db),
+                index_command(photos, db),
                 start_new_session=True,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -86,7 +69,7 @@ def test_twenty_kill_9s_at_random_moments(tmp_path: Path) -> None:
                     time.sleep(0.005)
             else:  # soon after a random number of this round's files are committed
                 wanted = len(start) + rng.randint(1, PER_ROUND)
-                while _count(db) < wanted and proc.poll() is None:
+                while committed_files(db, timeout=10) < wanted and proc.poll() is None:
                     time.sleep(0.002)
                     assert time.monotonic() - started < 60
                 time.sleep(rng.uniform(0.0, 0.05))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_images
+from conftest import committed_files, make_images
 
 import lookalike
 from lookalike.integrity import verify
@@ -20,17 +19,6 @@ from lookalike.integrity import verify
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 EXE = str(Path(sys.executable).with_name("lookalike"))
-
-
-def _count(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            return conn.execute("SELECT count(*) FROM files").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
 
 
 def test_second_writer_is_refused_and_readers_keep_working(tmp_path: Path) -> None:
@@ -60,7 +48,7 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path: Path) -> No
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while _count(db) <= 16:  # the writer holds the lock and has committed a batch
+        while committed_files(db) <= 16:  # the writer holds the lock and has committed a batch
             assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read()
             time.sleep(0.02)
         refused = {
