@@ -147,9 +147,26 @@ async def _drive(url: str, clients: int, seconds: float, warmup: float,
     return record, wall
 
 
-def _latency(rows: list) -> dict:
+def wait_until_ready(url: str, seconds: float = 60.0) -> None:
+    """Block until the server at ``url`` answers ``/api/health`` with ``ready``."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(url + "api/health", timeout=5).json()["ready"]:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"the server did not get ready in {seconds:.0f} s")
+        time.sleep(0.2)
+
+
+def latency(rows: list) -> dict:
+    """Count, p50, p99 and max in ms of ``(kind, status, seconds, ...)`` rows."""
     if not rows:
-        return {"requests": 0, "p50_ms": 0.0, "p99_ms": 0.0}
+        return {"requests": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
     ms = np.array([r[2] for r in rows]) * 1000
     return {
         "requests": len(rows),
@@ -169,16 +186,7 @@ def measure_load(clients: int = 16, seconds: float = 10.0, warmup: float = 2.0,
         try:
             import httpx
 
-            deadline = time.time() + 60
-            while True:
-                try:
-                    if httpx.get(url + "api/health", timeout=5).json()["ready"]:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.time() > deadline:
-                    raise RuntimeError("the server did not get ready in 60 s")
-                time.sleep(0.2)
+            wait_until_ready(url)
             first = httpx.post(url + "api/search", params={"k": 50},
                                files={"image": ("q.jpg", queries[0])}, timeout=30)  # fmt: skip
             ids = [hit["id"] for hit in first.json()["results"]]
@@ -201,9 +209,9 @@ def measure_load(clients: int = 16, seconds: float = 10.0, warmup: float = 2.0,
         "requests_per_s": len(record) / wall,
         "searches_per_s": len(searches) / wall,
         "upload_searches_per_s": len(uploads) / wall,
-        "all": _latency(record),
-        "upload_search": _latency(uploads),
-        "by_kind": {kind: _latency([r for r in record if r[0] == kind]) for kind, _ in MIX},
+        "all": latency(record),
+        "upload_search": latency(uploads),
+        "by_kind": {kind: latency([r for r in record if r[0] == kind]) for kind, _ in MIX},
         "statuses": statuses,
         "server_errors": server_errors,
         "non_2xx": sum(n for s, n in statuses.items() if s not in ("200", "304")),

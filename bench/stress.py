@@ -33,9 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from bench.load import TOKEN, demo_index, start_server, stop_server
+from bench.load import TOKEN, demo_index, latency, start_server, stop_server, wait_until_ready
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MIX = (("search", 80), ("by_id", 5), ("thumbnail", 5), ("add", 5), ("delete", 5))
@@ -109,18 +107,6 @@ async def _round(url, clients, seconds, queries, ids, added, seed) -> tuple[list
         return record, time.perf_counter() - started
 
 
-def _latency(rows: list) -> dict:
-    if not rows:
-        return {"requests": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    ms = np.array([r[2] for r in rows]) * 1000
-    return {
-        "requests": len(rows),
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "max_ms": float(ms.max()),
-    }
-
-
 def measure_stress(clients: int = 8, rounds: int = 6, seconds: float = 20.0,
                    warmup: float = 5.0, readers: int = 2) -> dict:  # fmt: skip
     """Serve the demo collection and stress it; the figures as a dict (see module doc)."""
@@ -130,11 +116,7 @@ def measure_stress(clients: int = 8, rounds: int = 6, seconds: float = 20.0,
         index, queries = demo_index(Path(tmp))
         proc, url = start_server(index, readers)
         try:
-            deadline = time.time() + 60
-            while not httpx.get(url + "api/health", timeout=10).json()["ready"]:
-                if time.time() > deadline:
-                    raise RuntimeError("the server did not get ready in 60 s")
-                time.sleep(0.2)
+            wait_until_ready(url)
             first = httpx.post(url + "api/search", params={"k": 50},
                                files={"image": ("q.jpg", queries[0])}, timeout=60)  # fmt: skip
             ids = [hit["id"] for hit in first.json()["results"]]
@@ -165,8 +147,8 @@ def measure_stress(clients: int = 8, rounds: int = 6, seconds: float = 20.0,
         "cores": os.cpu_count(),
         "requests": len(record),
         "requests_per_s": len(record) / wall if wall else 0.0,
-        "all": _latency(record),
-        "by_kind": {k: _latency([r for r in record if r[0] == k]) for k, _ in MIX},
+        "all": latency(record),
+        "by_kind": {k: latency([r for r in record if r[0] == k]) for k, _ in MIX},
         "statuses": statuses,
         "errors": errors,
         "rss_bytes": rss,
