@@ -44,6 +44,36 @@ def make_inputs() -> tuple[np.ndarray, list[str]]:
     return np.stack(images), [*SAMPLES, f"random_seed{SEED}"]
 
 
+def reference_outputs(model: EfficientNet, pixels: np.ndarray, n_fmap: int) -> dict:
+    """The reference's L2-normalised pooled features, logits and first ``n_fmap`` feature maps
+    for uint8 NHWC ``pixels``."""
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+    x = (x - MEAN) / STD
+    with torch.no_grad():
+        fmap = model.extract_features(x)
+        logits = model(x)
+        pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
+    pooled_np = pooled.numpy().astype(np.float32)
+    return {
+        "features": (pooled_np / np.linalg.norm(pooled_np, axis=1, keepdims=True)).astype(
+            np.float32
+        ),
+        "logits": logits.numpy().astype(np.float32),
+        "feature_map": fmap[:n_fmap].numpy().astype(np.float32),
+    }
+
+
+def write_golden(out: Path, pixels: np.ndarray, names: list[str], outputs: dict) -> None:
+    """Save the inputs and the reference's outputs; print each input's top class."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, pixels=pixels, names=np.array(names), **outputs)
+    top = torch.from_numpy(outputs["logits"]).softmax(1).max(1)
+    for name, idx, prob in zip(names, top.indices.tolist(), top.values.tolist(), strict=True):
+        print(f"{name:>16}: class {idx} p={prob:.3f}")
+    print(f"feature map {tuple(outputs['feature_map'].shape)}")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
@@ -52,30 +82,8 @@ def main() -> None:
     torch.manual_seed(0)
     model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights_path()))
     model.eval()
-
     pixels, names = make_inputs()
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
-    x = (x - MEAN) / STD
-    with torch.no_grad():
-        fmap = model.extract_features(x)
-        logits = model(x)
-        pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
-    pooled_np = pooled.numpy().astype(np.float32)
-    features = pooled_np / np.linalg.norm(pooled_np, axis=1, keepdims=True)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        pixels=pixels,
-        names=np.array(names),
-        features=features.astype(np.float32),
-        logits=logits.numpy().astype(np.float32),
-        feature_map=fmap[:N_FMAP].numpy().astype(np.float32),
-    )
-    top = logits.softmax(1).max(1)
-    for name, idx, prob in zip(names, top.indices.tolist(), top.values.tolist(), strict=True):
-        print(f"{name:>16}: class {idx} p={prob:.3f}")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    write_golden(args.out, pixels, names, reference_outputs(model, pixels, N_FMAP))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a plain script from a checkout (package not installed)
 
+from make_golden import reference_outputs, write_golden  # noqa: E402  (scripts/, beside this)
+
 from lookalike.features.efficientnet import (  # noqa: E402
-    MEAN,
-    STD,
     VARIANTS,
     preprocess,
     weights_path,
@@ -67,29 +67,7 @@ def main() -> None:
         raise SystemExit(f"reference input size {model.input_image_size}, ours {size}")
 
     pixels = make_inputs(size)
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
-    x = (x - MEAN) / STD
-    with torch.no_grad():
-        fmap = model.extract_features(x)
-        logits = model(x)
-        pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1)
-    pooled_np = pooled.numpy().astype(np.float32)
-    features = pooled_np / np.linalg.norm(pooled_np, axis=1, keepdims=True)
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        args.out,
-        pixels=pixels,
-        names=np.array(SAMPLES),
-        features=features.astype(np.float32),
-        logits=logits.numpy().astype(np.float32),
-        feature_map=fmap[:N_FMAP].numpy().astype(np.float32),
-    )
-    top = logits.softmax(1).max(1)
-    for name, idx, prob in zip(SAMPLES, top.indices.tolist(), top.values.tolist(), strict=True):
-        print(f"{name:>16}: class {idx} p={prob:.3f}")
-    print(f"feature map {tuple(fmap.shape)}")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
+    write_golden(args.out, pixels, list(SAMPLES), reference_outputs(model, pixels, N_FMAP))
 
 
 if __name__ == "__main__":
