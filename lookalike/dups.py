@@ -230,12 +230,11 @@ def _phash_confirmer(
         wanted = sorted({int(i) for i in np.concatenate([a, b])} - codes.keys())
         if wanted and "phash" in col.features:
             spec = info("phash")
-            try:
-                stored = col.catalog.vectors_for("phash", spec.width, wanted, spec.dtype)
-                codes.update(zip(wanted, stored, strict=True))
-            except KeyError:  # some contents lack a stored code: decode those below
-                pass
-            wanted = [i for i in wanted if i not in codes]
+            have = set(col.catalog.vector_ids("phash").tolist())
+            stored_ids = [i for i in wanted if i in have]  # the others are decoded below
+            stored = col.catalog.vectors_for("phash", spec.width, stored_ids, spec.dtype)
+            codes.update(zip(stored_ids, stored, strict=True))
+            wanted = [i for i in wanted if i not in have]
         if wanted:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
                 codes.update(zip(wanted, pool.map(decode, wanted), strict=True))
