@@ -7,19 +7,22 @@ indexes (``lookalike.index``) are caches rebuilt from it when they fall behind.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
-# Migration N brings a catalog from version N-1 to version N. Never edit a released migration;
+# Migration N brings a catalog from version N-1 to version N: SQL statements, or a function
+# given the catalog (inside the migration's transaction). Never edit a released migration;
 # append a new one and bump SCHEMA_VERSION.
-MIGRATIONS: dict[int, str] = {
+MIGRATIONS: dict[int, str | Callable[[Catalog], object]] = {
     1: """
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
@@ -67,15 +70,167 @@ MIGRATIONS: dict[int, str] = {
     ) WITHOUT ROWID;
     CREATE INDEX metadata_by_key ON metadata(key, value);
     """,
+    # paths in normal form (no `..`, `.` or `//`): rows of one file under two spellings merge
+    4: lambda catalog: catalog.normalize_paths(),
 }
+
+#: errno values of a write refused because the storage is read-only or not ours to write.
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def normal_path(path: str | os.PathLike) -> str:
+    """``path`` as the catalog keeps it: absolute and in normal form, lexically (``..``, ``.``
+    and repeated separators removed, as :func:`os.path.abspath` does; a leading ``//`` too),
+    and valid UTF-8 (SQLite text must be: undecodable bytes of a name are kept as ``\\xNN``,
+    as the indexer stores such names)."""
+    if isinstance(path, bytes | bytearray):  # a blob written into the catalog by hand
+        path = os.fsdecode(bytes(path))
+    elif not isinstance(path, str | os.PathLike):
+        path = str(path)
+    out = os.path.abspath(os.fspath(path))
+    if out.startswith("//"):
+        out = "/" + out.lstrip("/")
+    try:
+        out.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            out = os.fsencode(out).decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+            out = out.encode("utf-8", "backslashreplace").decode("utf-8")
+    return out
+
+
+def counter(value: object) -> int:
+    """A stored counter as an int; 0 for anything else (a value edited by hand: the index
+    files of that generation are then rebuilt)."""
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
+def path_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` lies inside ``folder`` both as written (in normal form) and once every
+    symbolic link on either side is resolved; ``folder`` itself is not inside."""
+    lexical, root = normal_path(path), normal_path(folder)
+    real, real_root = os.path.realpath(lexical), os.path.realpath(root)
+    for child, parent in ((lexical, root), (real, real_root)):
+        if child == parent or os.path.commonpath([child, parent]) != parent:
+            return False
+    return True
 
 
 class CatalogError(Exception):
     """The catalog cannot be opened or used (too new, corrupt, wrong model)."""
 
 
-class StorageFullError(CatalogError):
+class StorageUnavailable(CatalogError):
+    """The index folder cannot be used as it is now (read-only, damaged, full): a problem of
+    the storage, not of the request (a server answers 503)."""
+
+
+class StorageFullError(StorageUnavailable):
     """A write failed for want of space (disk full, quota, file size limit); rolled back."""
+
+
+class ReadOnlyError(StorageUnavailable):
+    """A write was refused: the index folder (or its catalog) is read-only or not ours."""
+
+
+class CatalogDamaged(StorageUnavailable, sqlite3.DatabaseError):
+    """The catalog file is damaged (a corrupt page, or not an SQLite database at all)."""
+
+
+def read_only_error(folder: str | os.PathLike, reason: object) -> ReadOnlyError:
+    """The clear error for a write refused in the index folder ``folder``."""
+    return ReadOnlyError(
+        f"cannot write to the index at {folder}: it is read-only ({reason}); make the folder "
+        "and its files writable by this user (or work on a copy) and run again"
+    )
+
+
+def damaged_error(path: Path, reason: object) -> CatalogDamaged:
+    """The clear error for a damaged catalog file, saying how to salvage it."""
+    return CatalogDamaged(
+        f"cannot use catalog {path}: it is damaged ({reason}); run `lookalike verify --repair --db "
+        f"{path.parent}` to salvage what can be read into a new catalog (the damaged file "
+        "is kept beside it)"
+    )
+
+
+def _converted(exc: sqlite3.Error, path: Path) -> Exception | None:
+    """The library's error for an SQLite error that means damage or a read-only folder."""
+    if isinstance(exc, CatalogError):
+        return None
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        out: Exception = damaged_error(path, exc)
+    elif primary == sqlite3.SQLITE_READONLY or (
+        primary == sqlite3.SQLITE_CANTOPEN and not os.access(path.parent, os.W_OK)
+    ):
+        out = read_only_error(path.parent, exc)
+    else:
+        return None
+    out.sqlite_errorcode = code  # type: ignore[attr-defined]
+    out.sqlite_errorname = getattr(exc, "sqlite_errorname", "")  # type: ignore[attr-defined]
+    return out
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor that reports a damaged or read-only catalog as the library's errors."""
+
+    def _fail(self, exc: sqlite3.Error) -> None:
+        converted = _converted(exc, self.connection.catalog_path)
+        if converted is not None:
+            raise converted from exc
+        raise exc
+
+    def execute(self, *args):  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def executemany(self, *args):  # type: ignore[override]
+        try:
+            return super().executemany(*args)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchone(self):  # type: ignore[override]
+        try:
+            return super().fetchone()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchmany(self, *args):  # type: ignore[override]
+        try:
+            return super().fetchmany(*args)
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def fetchall(self):  # type: ignore[override]
+        try:
+            return super().fetchall()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.Error as exc:
+            self._fail(exc)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements run on :class:`_Cursor`."""
+
+    catalog_path: Path
+
+    def execute(self, *args):  # type: ignore[override]
+        return self.cursor(_Cursor).execute(*args)
+
+    def executemany(self, *args):  # type: ignore[override]
+        return self.cursor(_Cursor).executemany(*args)
 
 
 @dataclass(frozen=True)
@@ -112,25 +267,53 @@ class NewContent:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, factory=_Connection)
+    conn.catalog_path = path
     return conn
 
 
-class Catalog:
-    """Typed access to the catalog database at ``path``."""
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+
+class Catalog:
+    """Typed access to the catalog database at ``path``.
+
+    With ``damaged_ok`` a damaged file still opens: ``damaged`` then holds the error, every
+    query raises :class:`CatalogDamaged`, and ``lookalike.integrity.repair`` can salvage it.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True, damaged_ok: bool = False) -> None:
         self.path = Path(path)
+        self.damaged: CatalogDamaged | None = None
         if not create and not self.path.exists():
             raise CatalogError(f"no catalog at {self.path}")
+        if self.path.is_dir():
+            raise CatalogError(
+                f"the catalog {self.path} is a folder, not a file; move it aside and run again"
+            )
         try:
             self.conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise _converted(exc, self.path) or CatalogError(
+                f"cannot open catalog {self.path}: {exc}"
+            ) from exc
+        try:
+            _configure(self.conn)
             self._migrate()
+        except CatalogDamaged as exc:
+            if not damaged_ok:
+                self.conn.close()
+                raise CatalogDamaged(str(exc).replace("cannot use", "cannot open", 1)) from exc
+            self.damaged = exc
         except sqlite3.DatabaseError as exc:
+            self.conn.close()
             raise CatalogError(f"cannot open catalog {self.path}: {exc}") from exc
+        except BaseException:
+            self.conn.close()
+            raise
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -147,9 +330,15 @@ class Catalog:
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
             with self.transaction():
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                if self.schema_version >= version:  # another process migrated it meanwhile
+                    continue
+                migration = MIGRATIONS[version]
+                if callable(migration):
+                    migration(self)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {version}")
 
     def close(self) -> None:
@@ -176,7 +365,7 @@ class Catalog:
 
     def generation(self, feature: str) -> int:
         """A counter bumped by every transaction that changes ``feature``'s vectors."""
-        return int(self.get_meta(f"generation:{feature}", "0") or 0)
+        return counter(self.get_meta(f"generation:{feature}", "0"))
 
     def bump_generation(self, features: Iterable[str] | None = None) -> None:
         """Mark ``features`` (default: every feature with vectors) as changed."""
@@ -193,6 +382,63 @@ class Catalog:
 
     # -- files --------------------------------------------------------------------------------
 
+    def abnormal_paths(self) -> dict[str, int]:
+        """Stored paths not in normal form (:func:`normal_path`): ``files`` rows, ``aliases``
+        (those of them naming a file that another row lists too) and ``metadata`` paths."""
+        paths = [r[0] for r in self.conn.execute("SELECT path FROM files").fetchall()]
+        normal = [normal_path(p) for p in paths]
+        abnormal = {p for p, n in zip(paths, normal, strict=True) if p != n}
+        counts: dict[str, int] = {}
+        for n in normal:
+            counts[n] = counts.get(n, 0) + 1
+        aliases = sum(1 for p in abnormal if counts[normal_path(p)] > 1)
+        meta = [r[0] for r in self.conn.execute("SELECT DISTINCT path FROM metadata").fetchall()]
+        return {
+            "files": len(abnormal),
+            "aliases": aliases,
+            "metadata": sum(1 for p in meta if normal_path(p) != p),
+        }
+
+    def normalize_paths(self) -> dict[str, int]:
+        """Rewrite stored paths in normal form, merging the rows of a file listed under several
+        spellings (the most recently written row of each file is kept; a metadata value already
+        under the normal path wins); call inside a transaction. Returns the counts of file rows
+        ``rewritten`` and ``merged`` away, and of metadata paths ``moved``."""
+        rows = self.conn.execute("SELECT id, path, updated_at FROM files").fetchall()
+        groups: dict[str, list] = {}
+        for row in rows:
+            groups.setdefault(normal_path(row[1]), []).append(row)
+        rewritten = merged = 0
+        for path, group in groups.items():
+            if len(group) == 1 and group[0][1] == path:
+                continue
+            keep = max(group, key=lambda r: (r[2], r[0]))
+            drop = [r[0] for r in group if r is not keep]
+            for chunk in _chunks(drop, 500):
+                self.conn.execute(
+                    f"DELETE FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk
+                )
+            merged += len(drop)
+            if keep[1] != path:
+                self.conn.execute("UPDATE files SET path = ? WHERE id = ?", (path, keep[0]))
+                rewritten += 1
+        moved = 0
+        for (old,) in self.conn.execute("SELECT DISTINCT path FROM metadata").fetchall():
+            path = normal_path(old)
+            if path != old:
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO metadata(path, key, value) "
+                    "SELECT ?, key, value FROM metadata WHERE path = ?",
+                    (path, old),
+                )
+                self.conn.execute("DELETE FROM metadata WHERE path = ?", (old,))
+                moved += 1
+        if merged:
+            self.delete_orphan_contents()
+        if merged or rewritten:
+            self.bump_generation()
+        return {"rewritten": rewritten, "merged": merged, "moved": moved}
+
     def files_by_path(self) -> dict[str, FileRow]:
         """Every file row, keyed by path."""
         rows = self.conn.execute(
@@ -202,6 +448,7 @@ class Catalog:
 
     def files_under(self, path: str) -> list[FileRow]:
         """File rows whose path is ``path`` or lies inside the folder ``path``."""
+        path = normal_path(path)
         prefix = path.rstrip("/") + "/"
         rows = self.conn.execute(
             "SELECT id, path, size, mtime_ns, content_id, error FROM files "
@@ -224,7 +471,8 @@ class Catalog:
         content_id: int | None = None,
         error: str | None = None,
     ) -> None:
-        """Record ``path`` as pointing at ``content_id``, or as failed with ``error``."""
+        """Record ``path`` (in normal form) as pointing at ``content_id``, or as failed."""
+        path = normal_path(path)
         now = time.time()
         self.conn.execute(
             "INSERT INTO files(path, size, mtime_ns, content_id, error, added_at, updated_at) "
@@ -262,9 +510,11 @@ class Catalog:
     def features_by_content(self) -> dict[int, set[str]]:
         """For every content id, the names of the features it has vectors for."""
         out: dict[int, set[str]] = {}
-        for content_id, feature in self.conn.execute("SELECT content_id, feature FROM vectors"):
+        for content_id, feature in self.conn.execute(
+            "SELECT content_id, feature FROM vectors"
+        ).fetchall():
             out.setdefault(content_id, set()).add(feature)
-        for (content_id,) in self.conn.execute("SELECT id FROM contents"):
+        for (content_id,) in self.conn.execute("SELECT id FROM contents").fetchall():
             out.setdefault(content_id, set())
         return out
 
@@ -364,7 +614,7 @@ class Catalog:
         """
         merged: dict[str, dict] = {}
         for path, values in records:
-            merged.setdefault(path, {}).update(values)
+            merged.setdefault(normal_path(path), {}).update(values)
         if replace:
             self.conn.executemany("DELETE FROM metadata WHERE path = ?", [(p,) for p in merged])
         self.conn.executemany(
@@ -374,12 +624,7 @@ class Catalog:
         self.conn.executemany(
             "INSERT INTO metadata(path, key, value) VALUES (?, ?, ?) "
             "ON CONFLICT(path, key) DO UPDATE SET value = excluded.value",
-            [
-                (p, k, v)
-                for p, values in merged.items()
-                for k, v in values.items()
-                if v is not None
-            ],
+            [(p, k, v) for p, values in merged.items() for k, v in values.items() if v is not None],
         )
 
     def delete_metadata(self, paths: Iterable[str] | None = None) -> int:
@@ -387,7 +632,7 @@ class Catalog:
         if paths is None:
             return self.conn.execute("DELETE FROM metadata").rowcount
         cur = self.conn.executemany(
-            "DELETE FROM metadata WHERE path = ?", [(p,) for p in set(paths)]
+            "DELETE FROM metadata WHERE path = ?", [(p,) for p in {normal_path(p) for p in paths}]
         )
         return cur.rowcount
 
@@ -414,8 +659,7 @@ class Catalog:
         for chunk in _chunks(list(set(paths)), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"SELECT path, key, value FROM metadata WHERE path IN ({marks}) "
-                "ORDER BY path, key",
+                f"SELECT path, key, value FROM metadata WHERE path IN ({marks}) ORDER BY path, key",
                 chunk,
             )
             for path, key, value in rows:
@@ -487,6 +731,7 @@ class Catalog:
         )
         args = list(params)
         if folder is not None:
+            folder = normal_path(folder)
             prefix = folder.rstrip("/") + "/"
             sql += " AND (f.path = ? OR substr(f.path, 1, ?) = ?)"
             args += [folder, len(prefix), prefix]

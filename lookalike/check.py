@@ -48,6 +48,10 @@ SCORE_SLOPE = 4.0
 MAX_SIDE = 512  # long side for SIFT
 VERIFY_TOP = 5  # candidates verified geometrically
 STRONG_INLIERS = 100  # stop verifying further candidates once one has this many
+#: A query image is box-reduced to at most this many pixels before its regions are cut: the
+#: ~14 regions copy about 5 times the image. Decoding already reduces all but elongated images
+#: (shorter side near 448 px) far below it, so only those are affected.
+MAX_QUERY_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,15 @@ def _box(image: Image.Image, keep: float, fx: float, fy: float) -> Image.Image:
     return image.crop((left, top, left + cw, top + ch))
 
 
+def bounded_query(image: Image.Image, max_pixels: int = MAX_QUERY_PIXELS) -> Image.Image:
+    """``image``, box-reduced by the smallest whole factor that brings it to ``max_pixels``."""
+    w, h = image.size
+    factor = math.ceil(math.sqrt(w * h / max_pixels)) if w * h > max_pixels else 1
+    while factor > 1 and math.ceil(w / factor) * math.ceil(h / factor) > max_pixels:
+        factor += 1
+    return image.reduce(factor) if factor > 1 else image
+
+
 def regions(image: Image.Image) -> dict[str, Image.Image]:
     """Query regions: whole, mirrored, 2x2 grid at 60 %, 3x3 grid at 45 %, centre 70 %."""
     out = {"whole": image, "flip": ImageOps.mirror(image), "centre70": _box(image, 0.7, 0.5, 0.5)}
@@ -140,7 +153,7 @@ def check_copy(
     start = time.perf_counter()
     threshold = MIN_INLIERS if min_inliers is None else min_inliers
     name = _query_name(query)
-    image = _decode_query(query)
+    image = bounded_query(_decode_query(query))
     if col.catalog.count_contents() == 0:
         evidence = {"reason": "empty collection", "candidates": [], "inliers": 0}
         return CheckResult(name, "no_copy", None, 0.0, evidence)

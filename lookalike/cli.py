@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 from lookalike.catalog import CatalogError
 from lookalike.features.base import METRICS
 from lookalike.features.registry import UnknownFeature
+from lookalike.filters import FilterError
 from lookalike.images import ImageError
 from lookalike.index.milvus import MilvusError
 from lookalike.lock import LockedError
@@ -34,11 +37,63 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Upper bounds of the numeric options: past them a value is a typo or an attack (a billion
+#: inference threads, a k that asks faiss for exabytes), not a setting.
+MAX_THREADS = 1024
+MAX_WORKERS = 1024
+MAX_BATCH = 4096
+MAX_K = 1_000_000
+MAX_CHECK_K = 10_000
+MAX_PIXELS_LIMIT = 10**10
+MAX_READERS = 64
+MAX_UPLOAD_MB = 4096
+
+
+#: Longest ``search --text``, in characters, as the server's (long texts take minutes and GBs).
+MAX_TEXT = 500
+
+
+def _path_arg(text: str) -> str:
+    """An argparse ``type``: a path, never empty (an unset shell variable must not mean the
+    current folder, or the default index)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
+
+
+def _text_arg(text: str) -> str:
+    """An argparse ``type``: words to search for, at most :data:`MAX_TEXT` characters."""
+    if len(text) > MAX_TEXT:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_TEXT} characters of text, got {len(text):,}"
+        )
+    return text
+
+
+def _int_in(low: int, high: int):
+    """An argparse ``type``: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from {low:,} to {high:,}, got {value:,}"
+            )
+        return value
+
+    parse.__name__ = "number"  # argparse names the type in its messages
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--db",
         metavar="PATH",
+        type=_path_arg,
         help="index folder (default: $LOOKALIKE_DB or the XDG data folder)",
     )
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -58,14 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
         "index", parents=[common], help="add image files and folders (only new or changed ones)"
     )
     p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="image files or folders (optional with --metadata)"
+        "paths",
+        nargs="*",
+        type=_path_arg,
+        metavar="PATH",
+        help="image files or folders (optional with --metadata)",
     )
     p.add_argument("--prune", action="store_true", help="forget files that disappeared")
-    p.add_argument("--workers", type=_positive_int, help="decode processes (default: cores)")
-    p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     p.add_argument(
-        "--max-pixels", type=_positive_int, help="refuse images larger than this many pixels"
+        "--workers", type=_int_in(1, MAX_WORKERS), help="decode processes (default: cores)"
+    )
+    p.add_argument(
+        "--threads", type=_int_in(1, MAX_THREADS), help="inference threads (default: cores)"
+    )
+    p.add_argument("--batch-size", type=_int_in(1, MAX_BATCH), default=32, help="images per batch")
+    p.add_argument(
+        "--max-pixels",
+        type=_int_in(1, MAX_PIXELS_LIMIT),
+        help="refuse images larger than this many pixels",
     )
     p.add_argument(
         "--features",
@@ -83,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--metadata",
         metavar="FILE",
+        type=_path_arg,
         help="attach metadata by path from a CSV (with a 'path' column) or JSON-lines file",
     )
     p.add_argument(
@@ -103,26 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(usage_error=p.error)
 
     p = commands.add_parser("search", parents=[common], help="find images similar to a query")
-    p.add_argument("queries", nargs="*", metavar="IMAGE", help="query image files (or --text)")
-    p.add_argument("-k", type=_positive_int, default=10, help="results per query (default 10)")
+    p.add_argument(
+        "queries",
+        nargs="*",
+        type=_path_arg,
+        metavar="IMAGE",
+        help="query image files (or --text)",
+    )
+    p.add_argument("-k", type=_int_in(1, MAX_K), default=10, help="results per query (default 10)")
     p.add_argument(
         "-f", "--files", action="store_true", help="print matching paths only, one per line"
     )
-    p.add_argument("--threads", type=_positive_int, help="inference threads (default: cores)")
+    p.add_argument(
+        "--threads", type=_int_in(1, MAX_THREADS), help="inference threads (default: cores)"
+    )
     p.add_argument("--feature", help="descriptor to compare (default: the index's first, deep)")
     p.add_argument("--metric", help="compare under another metric: cosine, l2, chi2, intersection")
     p.add_argument(
         "--rerank", metavar="FEATURE", help="order a shortlist exactly by this feature (deep)"
     )
     p.add_argument(
-        "--shortlist", type=_positive_int, help="shortlist size for --rerank (max(200, 20k))"
+        "--shortlist",
+        type=_int_in(1, MAX_K),
+        help="shortlist size for --rerank (max(200, 20k))",
     )
     p.add_argument(
         "--where",
         metavar="EXPR",
         help="only images whose metadata passes, e.g. \"category = 'shoes' and price < 50\"",
     )
-    p.add_argument("--folder", metavar="DIR", help="only images inside this folder")
+    p.add_argument("--folder", metavar="DIR", type=_path_arg, help="only images inside this folder")
     p.add_argument(
         "--plain",
         action="store_true",
@@ -132,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--text",
         action="append",
         metavar="TEXT",
+        type=_text_arg,
         help='search by words, e.g. "a cup of espresso" (ImageNet classes and their WordNet '
         "ancestors; repeat for several queries)",
     )
@@ -155,14 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "eval", parents=[common], help="retrieval quality on labelled images (mAP, P@k, ...)"
     )
-    p.add_argument("folder", metavar="DIR", help="labelled images (one sub-folder per class)")
-    p.add_argument("--labels", metavar="CSV", help="path,label file instead of the folders")
+    p.add_argument(
+        "folder", metavar="DIR", type=_path_arg, help="labelled images (one sub-folder per class)"
+    )
+    p.add_argument(
+        "--labels", metavar="CSV", type=_path_arg, help="path,label file instead of the folders"
+    )
     p.add_argument(
         "--features",
         help="settings side by side, e.g. deep,deep+center+qe,deep+dba,deep+pca256,color "
         "(default: deep,deep+center+qe: stored vectors, and as search ranks)",
     )
-    p.add_argument("--html", metavar="FILE", help="write an offline HTML report")
+    p.add_argument("--html", metavar="FILE", type=_path_arg, help="write an offline HTML report")
     p.add_argument(
         "--copies", action="store_true", help="run the copy-detection benchmark on DIR instead"
     )
@@ -170,8 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "tune", parents=[common], help="learn a projection from labelled images for search"
     )
-    p.add_argument("folder", nargs="?", metavar="DIR", help="the images (default: CSV's folder)")
-    p.add_argument("--labels", metavar="CSV", help="path,label file (else one folder per class)")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        metavar="DIR",
+        type=_path_arg,
+        help="the images (default: CSV's folder)",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="CSV",
+        type=_path_arg,
+        help="path,label file (else one folder per class)",
+    )
     p.add_argument("--clear", action="store_true", help="forget the stored projection")
     p.add_argument(
         "--dry-run", action="store_true", help="measure on held-out splits, store nothing"
@@ -184,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "remove", parents=[common], help="forget files or whole folders (files stay on disk)"
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", type=_path_arg, metavar="PATH")
 
     p = commands.add_parser(
         "verify", parents=[common], help="check catalog and index files; --repair mends them"
@@ -196,8 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "check", parents=[common], help="is this picture a copy of one in the index? (verdict)"
     )
-    p.add_argument("queries", nargs="+", metavar="IMAGE", help="suspect image files")
-    p.add_argument("-k", type=_positive_int, default=10, help="candidates per region (10)")
+    p.add_argument(
+        "queries", nargs="+", type=_path_arg, metavar="IMAGE", help="suspect image files"
+    )
+    p.add_argument(
+        "-k", type=_int_in(1, MAX_CHECK_K), default=10, help="candidates per region (10)"
+    )
 
     p = commands.add_parser("dups", parents=[common], help="groups of duplicate images")
     p.add_argument(
@@ -207,29 +303,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="exact: same bytes; near: resized or recompressed copies (default); similar: "
         "same scene",
     )
-    p.add_argument("--threshold", type=float, help="cosine similarity to link two images")
-    p.add_argument("--html", metavar="FILE", help="write an offline HTML report")
     p.add_argument(
-        "--to-remove", action="store_true", help="print the files to drop, one per line"
+        "--threshold",
+        type=_fraction,
+        help="cosine similarity to link two images (0..1; default: the preset's)",
     )
+    p.add_argument("--html", metavar="FILE", type=_path_arg, help="write an offline HTML report")
+    p.add_argument("--to-remove", action="store_true", help="print the files to drop, one per line")
     p.add_argument(
         "--move-to",
         metavar="DIR",
+        type=_path_arg,
         help="move the files to drop into DIR and forget them in the index (never deletes)",
     )
 
     p = commands.add_parser(
         "features", parents=[common], help="the descriptors on offer: size, metric, speed"
     )
-    p.add_argument(
-        "--no-speed", action="store_true", help="skip measuring encode speed (faster)"
-    )
+    p.add_argument("--no-speed", action="store_true", help="skip measuring encode speed (faster)")
 
     p = commands.add_parser(
         "serve", parents=[common], help="web page and HTTP API: search, filter, dups, check"
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free one)")
+    p.add_argument(
+        "--port", type=_int_in(0, 65535), default=8000, help="port (8000; 0: any free one)"
+    )
     p.add_argument(
         "--token",
         help="bearer token for adding and deleting images (default: $LOOKALIKE_TOKEN, "
@@ -243,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow adding server-side files under DIR (repeatable; default: none)",
     )
     p.add_argument(
-        "--max-upload-mb", type=float, default=20.0, help="largest request body in MB (20)"
+        "--max-upload-mb",
+        type=_megabytes,
+        default=20.0,
+        help=f"largest request body in MB (20; at most {MAX_UPLOAD_MB:,})",
     )
     p.add_argument(
         "--max-pixels", type=_positive_int, help="refuse images larger than this (100,000,000)"
@@ -258,22 +360,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--allow-url-fetch",
         action="store_true",
-        help="let clients search by an image URL that the server downloads (off)",
+        help="let clients search by an image URL that the server downloads (off; only public "
+        "addresses are fetched, but anyone who reaches the server can make it download)",
     )
-    p.add_argument("--readers", type=_positive_int, default=2, help="query threads (2)")
-    p.add_argument("--workers", type=_positive_int, help="decode processes when adding")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        type=_host_name,
+        metavar="NAME",
+        help="accept requests that name the server NAME (repeatable; loopback names and --host "
+        "always work; '*' turns the Host check against DNS rebinding off)",
+    )
+    p.add_argument("--readers", type=_int_in(1, MAX_READERS), default=2, help="query threads (2)")
+    p.add_argument("--workers", type=_int_in(1, MAX_WORKERS), help="decode processes when adding")
 
     p = commands.add_parser(
         "demo", parents=[common], help="index built-in sample photos and search them"
     )
     p.add_argument(
-        "--dir", default="demo-data", help="folder for the demo photos and index (./demo-data)"
+        "--dir",
+        default="demo-data",
+        type=_path_arg,
+        help="folder for the demo photos and index (./demo-data)",
     )
     p.add_argument(
         "--serve", action="store_true", help="then serve the demo collection (lookalike serve)"
     )
     p.add_argument("--host", default="127.0.0.1", help="with --serve: address (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="with --serve: port (8000)")
+    p.add_argument("--port", type=_int_in(0, 65535), default=8000, help="with --serve: port (8000)")
     return parser
 
 
@@ -302,6 +417,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     options |= {"backend": args.backend, "uri": args.uri}
     if not args.paths and not args.metadata and not any(options.values()):
         args.usage_error("give at least one PATH, or --metadata FILE")  # exits with status 2
+    if args.metadata:
+        _check_input_file(args.metadata, "--metadata")
     if not args.paths and not any(options.values()):
         return _attach_metadata(args)
     with _open(args, create=True, threads=args.threads) as col:
@@ -348,6 +465,19 @@ def cmd_index(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_input_file(path: str, what: str) -> None:
+    """CommandError if ``path`` is a folder or a device (/dev/zero never ends): only files and
+    pipes are read."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, unreadable, a NUL in the name: the reader says so
+        return
+    if stat.S_ISDIR(mode):
+        raise CommandError(f"{what} {path}: is a folder, not a file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise CommandError(f"{what} {path}: not a regular file")
+
+
 def _index_line(about: dict) -> str:
     """``auto (budget 8.0 GB), faiss`` or ``flat, milvus at http://...``."""
     text = about["index"]
@@ -386,10 +516,11 @@ def _metadata_lines(file: str, counts: dict) -> list[str]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from lookalike.filters import FilterError, parse_filter
+    from lookalike.filters import parse_filter, to_sql
 
     try:
         where = parse_filter(args.where) if args.where is not None else None
+        to_sql(where)  # every limit checked before any query image is read
     except FilterError as exc:
         print(f"lookalike: bad --where: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -501,6 +632,19 @@ def _search_text(args: argparse.Namespace, where: object, filtered: bool) -> int
                 label = f'"{text}" ({concepts}' + (f" + {args.image}" if args.image else "") + ")"
                 print(_table(label, results, filtered))
     return EXIT_OK
+
+
+def _megabytes(text: str) -> float:
+    """An argparse ``type``: a size in MB above 0 and at most :data:`MAX_UPLOAD_MB`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MB, got {text!r}") from None
+    if not 0.0 < value <= MAX_UPLOAD_MB:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(
+            f"expected a number of MB above 0 and at most {MAX_UPLOAD_MB:,}, got {text}"
+        )
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -628,8 +772,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                 }
                 print(json.dumps(payload, ensure_ascii=False, default=_jsonable))
             elif result.verdict == "copy":
-                print(f"{query}: copy of {match.path} (score {result.score:.3f}; "
-                      f"{_evidence_text(result.evidence)})")
+                print(
+                    f"{query}: copy of {match.path} (score {result.score:.3f}; "
+                    f"{_evidence_text(result.evidence)})"
+                )
             else:
                 print(f"{query}: no copy found (score {result.score:.3f})")
     return status
@@ -716,14 +862,23 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _host_name(value: str) -> str:
+    """A ``--allow-host`` value: a host name or IP address (no scheme, path or spaces), or ``*``."""
+    from lookalike.server.app import split_host
+
+    if value.strip() == "*":
+        return "*"
+    if split_host(value) is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a host name (e.g. photos.lan)")
+    return value.strip().lower()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import lookalike
     from lookalike.collection import default_location
     from lookalike.server import ServerConfig, serve
     from lookalike.server.app import DEFAULT_MAX_PIXELS
 
-    if args.max_upload_mb <= 0:
-        raise CommandError("--max-upload-mb must be more than 0")
     token, source = args.token, "--token"
     if not token and os.environ.get("LOOKALIKE_TOKEN"):
         token, source = os.environ["LOOKALIKE_TOKEN"], "$LOOKALIKE_TOKEN"
@@ -739,6 +894,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
         cors_origins=args.cors_origin,
         allow_url_fetch=args.allow_url_fetch,
+        host=args.host,
+        allow_hosts=args.allow_host,
         readers=args.readers,
         workers=args.workers,
         **({"token": token} if token else {}),
@@ -799,7 +956,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from lookalike.eval.labels import LabelsError
+    from lookalike.eval.labels import LabelsError, check_labels_file
     from lookalike.tune import TuneError, labelled_vectors, save_tuning, tune_collection
 
     with _open(args, create=False) as col:
@@ -809,10 +966,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.labels and not args.folder:
             args.usage_error("give --labels CSV, or DIR with one sub-folder per class")
-        labels = Path(args.labels) if args.labels else None
-        folder = Path(args.folder) if args.folder else labels.parent
         try:
-            vectors, names, excluded, notes = labelled_vectors(col, folder, labels)
+            # a missing CSV fails here, before anything is listed
+            labels = check_labels_file(args.labels) if args.labels else None
+            # without DIR only the files the CSV names are read: never a walk of its folder
+            # (a CSV given as `x.csv` in the home folder, or in /, would list all of it)
+            folder = Path(args.folder) if args.folder else labels.parent
+            walk = args.folder is not None
+            vectors, names, excluded, notes = labelled_vectors(col, folder, labels, walk)
             report = tune_collection(col, vectors, names, excluded, store=not args.dry_run)
         except (LabelsError, TuneError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from None
@@ -852,15 +1013,33 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lookalike`` command; returns the exit status."""
+    _tolerant_output()
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader gone by now is a BrokenPipeError here, not at exit
+        return status
     except (CommandError, CatalogError, LockedError, MilvusError) as exc:
         print(f"lookalike: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except FilterError as exc:
+        print(f"lookalike: bad filter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:  # a value refused deep down: its message says which
+        print(f"lookalike: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:
+        print("lookalike: out of memory; free some, or index in smaller batches", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`): not an error. (Before the OSError
+        # branch: BrokenPipeError is an OSError.) Later writes, at exit too, go to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise
+            print(f"lookalike: {_os_error_text(exc)}", file=sys.stderr)
+            return EXIT_ERROR
         print(
             f"lookalike: cannot write {exc.filename or 'a file'}: {exc.strerror}; everything "
             "committed before is kept: free some space and run again",
@@ -870,10 +1049,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lookalike: interrupted; committed work is kept, run again to go on", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader of our output went away (e.g. `| head`): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``PATH: reason`` for an operating-system error, one line."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        name = os.fsdecode(exc.filename) if isinstance(exc.filename, bytes) else exc.filename
+        return f"{name}: {reason}"
+    return reason
+
+
+def _encode_error(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """Error handler for output: bytes of undecodable file names as they were, else escapes."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    text = exc.object[exc.start : exc.end]
+    if all("\udc80" <= char <= "\udcff" for char in text):
+        return bytes(ord(char) - 0xDC00 for char in text), exc.end
+    return codecs.backslashreplace_errors(exc)
+
+
+def _tolerant_output() -> None:
+    """Printing never fails: a closed stdout or stderr writes nowhere; file names that are
+    not valid UTF-8 (or not encodable in an ASCII locale) are written as their bytes or escaped
+    instead of raising UnicodeEncodeError."""
+    codecs.register_error("lookalike-output", _encode_error)
+    # started with a closed stdout or stderr (`>&-`), Python sets it to None: write nowhere
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="lookalike-output")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.catalog import Catalog, CatalogError
+from lookalike.catalog import (
+    READ_ONLY_ERRNOS,
+    Catalog,
+    CatalogDamaged,
+    CatalogError,
+    normal_path,
+    read_only_error,
+)
 from lookalike.features.base import METRICS, score_and_distance
 from lookalike.features.registry import (
     CLASSES,
@@ -137,19 +144,45 @@ def open(  # noqa: A001 - the public verb, as in lookalike.open()
     return Collection(Path(path).expanduser() if path else default_location(), create, threads)
 
 
+def given_path(path: str | os.PathLike) -> str:
+    """A path a user named (``~`` expanded), absolute and in normal form (``..`` and ``.``
+    removed); where ``..`` follows a symbolic link, so that removing it lexically would name
+    another file, the real path instead."""
+    given = os.path.expanduser(os.fspath(path))
+    lexical = normal_path(given)
+    if ".." in Path(given).parts:
+        try:
+            if not os.path.samefile(given, lexical):
+                return normal_path(os.path.realpath(given))
+        except OSError:
+            if os.path.lexists(given):
+                return normal_path(os.path.realpath(given))
+    return lexical
+
+
 class Collection:
     """A folder holding the catalog and the search indexes of a set of images."""
 
     def __init__(self, folder: Path, create: bool = True, threads: int | None = None) -> None:
-        self.folder = Path(folder).absolute()
+        self.folder = Path(given_path(folder))
         catalog_path = self.folder / CATALOG_NAME
-        if not catalog_path.exists():
+        if not os.path.lexists(catalog_path):
             if not create:
                 raise CatalogError(
                     f"no index at {self.folder}; create one with `lookalike index FOLDER`"
                 )
-            self.folder.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(catalog_path)
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise CatalogError(
+                    f"cannot use {self.folder} as an index folder: a file of that name exists"
+                ) from None
+            except OSError as exc:
+                if exc.errno in READ_ONLY_ERRNOS:
+                    raise read_only_error(self.folder, exc.strerror) from None
+                raise CatalogError(f"cannot create the index folder {self.folder}: {exc}") from None
+        # a damaged catalog still opens: every use of it then says how to salvage it
+        self.catalog = Catalog(catalog_path, damaged_ok=True)
         self.store = IndexStore(self.folder, self.catalog)
         self.threads = threads
         self._deep = None
@@ -157,7 +190,10 @@ class Collection:
         self._learned: dict[str, object] = {}
         self._other_metric: dict[tuple[str, str], tuple[int, object]] = {}
         self._lacking: tuple[tuple[int, int], int] | None = None  # images without classes
-        stored = self.catalog.get_meta("model")
+        try:
+            stored = None if self.catalog.damaged else self.catalog.get_meta("model")
+        except CatalogDamaged as exc:
+            self.catalog.damaged, stored = exc, None
         if stored is not None and stored != MODEL_NAME:
             raise CatalogError(
                 f"index {self.folder} was built with {stored!r}, this lookalike uses "
@@ -255,7 +291,7 @@ class Collection:
         Example:
             >>> col.add(["~/Pictures"], features="+phash", prune=True).embedded
         """
-        roots = [Path(p).expanduser().absolute() for p in paths]
+        roots = [Path(given_path(p)) for p in paths]
         for root in roots:
             if not os.path.lexists(root):
                 raise FileNotFoundError(f"no such file or folder: {root}")
@@ -438,7 +474,7 @@ class Collection:
         with WriterLock(self.folder):
             ids: list[int] = []
             for path in paths:
-                absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+                absolute = normal_path(os.path.expanduser(os.fspath(path)))
                 ids.extend(row.id for row in self.catalog.files_under(absolute))
             if ids:
                 with self.catalog.transaction():
@@ -496,7 +532,7 @@ class Collection:
         """Remove the metadata of ``paths`` (default: of every path); returns how many values."""
         absolute = None
         if paths is not None:
-            absolute = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
+            absolute = [normal_path(os.path.expanduser(os.fspath(p))) for p in paths]
         with self.catalog.transaction():
             removed = self.catalog.delete_metadata(absolute)
         policy.metadata_changed(self.store, self._stored(self.features), absolute)
@@ -525,7 +561,7 @@ class Collection:
         condition, params = to_sql(where)
         inside = None
         if folder is not None:
-            inside = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+            inside = normal_path(os.path.expanduser(os.fspath(folder)))
         rows = self.catalog.matching_files(condition, params, inside)
         files = {file_id for file_id, _ in rows}
         contents = np.unique(np.fromiter((c for _, c in rows), dtype=np.int64, count=len(rows)))
@@ -616,9 +652,7 @@ class Collection:
             >>> col.search(text="tabby cat", k=5).warning
         """
         if text is not None:
-            return self.search_text(
-                text, k, image=query, weight=weight, where=where, folder=folder
-            )
+            return self.search_text(text, k, image=query, weight=weight, where=where, folder=folder)
         if query is None:
             raise ValueError("search needs a query image or text=")
         name = feature or self.features[0]

@@ -95,6 +95,29 @@ def _keep_order(f: Mapping) -> tuple:
 
 # -- the graph part: vectors in, groups out ---------------------------------------------------
 
+#: Most neighbours per image in the kNN graph (faiss holds ``N * k`` scores at once).
+MAX_K = 1000
+
+
+def check_threshold(threshold: object) -> float:
+    """``threshold`` as a float if it is a cosine similarity from 0 to 1, else ValueError.
+
+    Below 0 every pair of images would count as duplicates (``-1`` links everything).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float | np.number):
+        raise ValueError(f"threshold must be a number from 0 to 1, got {threshold!r}")
+    value = float(threshold)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise ValueError(f"threshold must be a number from 0 to 1, got {value}")
+    return value
+
+
+def check_k(k: object) -> int:
+    """``k`` if it is a whole number from 1 to :data:`MAX_K`, else ValueError."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
+    return int(k)
+
 
 def similarity_groups(
     ids: np.ndarray,
@@ -126,6 +149,10 @@ def similarity_groups(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    check_threshold(threshold)
+    check_k(k)
+    if isinstance(block, bool) or not isinstance(block, int | np.integer) or block < 1:
+        raise ValueError(f"block must be a whole number of 1 or more, got {block!r}")
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     n = len(ids)
     if n < 2:
@@ -272,6 +299,9 @@ def find_duplicates(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if threshold is not None:
+        check_threshold(threshold)
+    check_k(k)
     files = _file_table(col)
     if preset == "exact":
         groups = [DupGroup(fs, 1.0) for fs in files.values() if len(fs) > 1]
@@ -303,19 +333,19 @@ def find_duplicates(
 
 
 def _thumbnail_uri(path: str, size: int = THUMB_SIZE) -> str | None:
-    """A base64 JPEG data URI of the image at ``path`` fitted in ``size`` px, or None."""
-    from PIL import Image, ImageOps
+    """A base64 JPEG data URI of the image at ``path`` fitted in ``size`` px, or None.
+
+    Decoded through :func:`lookalike.images.load_image`, so the pixel, byte and shape limits
+    hold here too (a file swapped for a bomb after indexing gets a placeholder).
+    """
+    from lookalike.images import ImageError, load_image
 
     try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((size, size))
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=80)
-    except Exception:  # noqa: BLE001 - a missing or broken file gets a placeholder
+        im = load_image(path, min_side=size).image
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=80)
+    except (ImageError, OSError, ValueError):  # a missing or broken file gets a placeholder
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 

@@ -37,6 +37,7 @@ stands for ``in``, ``None`` for "is null".
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ __all__ = [
     "Or",
     "as_filter",
     "filter_from_dict",
+    "load_json",
     "parse_filter",
     "to_sql",
 ]
@@ -59,6 +61,10 @@ Value = str | int | float
 #: Longest expression accepted, in characters, and deepest nesting of parentheses / ``not``.
 MAX_LENGTH = 20_000
 MAX_DEPTH = 64
+#: Most conditions (``field op value``) in one filter.
+MAX_CONDITIONS = 500
+#: Deepest nesting of arrays and objects accepted by :func:`load_json`.
+MAX_JSON_DEPTH = 64
 #: SQLite's limit on parameters is 32766; stay below it.
 MAX_PARAMETERS = 30_000
 
@@ -114,9 +120,10 @@ def as_number(text: str) -> int | float | None:
     text = text.strip()
     if not _NUMBER.fullmatch(text) or _LEADING_ZERO.match(text):
         return None
-    if re.fullmatch(r"[+-]?\d+", text):
+    if re.fullmatch(r"[+-]?\d{1,19}", text):  # int() of thousands of digits is refused
         value = int(text)
-        return value if -(2**63) <= value < 2**63 else float(value)
+        if -(2**63) <= value < 2**63:
+            return value
     value = float(text)
     return value if math.isfinite(value) else None
 
@@ -196,7 +203,7 @@ def _quoted(text: str, start: int) -> tuple[int, str]:
 
 
 def _number_literal(text: str, pos: int, word: str) -> int | float:
-    if re.fullmatch(r"[+-]?\d+", word):
+    if re.fullmatch(r"[+-]?\d{1,19}", word):
         value = int(word)
         if -(2**63) <= value < 2**63:
             return value
@@ -220,6 +227,7 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.at = 0
         self.depth = 0
+        self.conditions = 0
 
     @property
     def token(self) -> _Token:
@@ -278,6 +286,9 @@ class _Parser:
             self.depth -= 1
 
     def condition(self) -> Condition:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            raise _error(self.text, self.token.pos, f"more than {MAX_CONDITIONS} conditions")
         if self.token.kind != "name":
             if self.token.kind == "kw" and self.token.value not in ("true", "false", "null"):
                 raise self.fail("a field name (quote a field named like a keyword in backticks)")
@@ -367,8 +378,15 @@ _DICT_OPS = {"eq": "eq", "ne": "ne", "lt": "lt", "lte": "le", "gt": "gt", "gte":
 def _dict_value(field: str, value: object) -> Value:
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, int | float):
-        if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, int):  # beyond SQLite's 64-bit integers: compared as a float
+        if -(2**63) <= value < 2**63:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise FilterError(f"filter on {field!r}: the number is out of range") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise FilterError(f"filter on {field!r}: {value} is not a usable number")
         return value
     if isinstance(value, str):
@@ -421,14 +439,42 @@ def filter_from_dict(spec: Mapping) -> Node | None:
             items.append(Condition(field, "in", _dict_list(field, "in", rule)))
         else:
             items.append(Condition(field, "eq", (_dict_value(field, rule),)))
+        if len(items) > MAX_CONDITIONS:
+            raise FilterError(f"filter has more than {MAX_CONDITIONS} conditions")
     if not items:
         return None
     return items[0] if len(items) == 1 else And(tuple(items))
 
 
+def _check_tree(node: object) -> None:
+    """FilterError unless ``node`` is a tree of filter nodes within the depth and size limits.
+
+    Iterative, so that a tree built in code, however deep, cannot exhaust the stack.
+    """
+    stack: list[tuple[object, int]] = [(node, 1)]
+    conditions = 0
+    while stack:
+        item, depth = stack.pop()
+        if depth > 3 * MAX_DEPTH:
+            raise FilterError(f"filter is nested more than {MAX_DEPTH} deep")
+        if isinstance(item, Condition):
+            conditions += 1
+            if conditions > MAX_CONDITIONS:
+                raise FilterError(f"filter has more than {MAX_CONDITIONS} conditions")
+        elif isinstance(item, And | Or) and isinstance(item.items, tuple) and item.items:
+            stack.extend((child, depth + 1) for child in item.items)
+        elif isinstance(item, Not):
+            stack.append((item.item, depth + 1))
+        else:
+            raise FilterError(f"not a filter node: {item!r:.200}")
+
+
 def as_filter(where: str | Mapping | Node | None) -> Node | None:
     """A filter tree from an expression, a dict, a tree, or None (no filter)."""
-    if where is None or isinstance(where, Condition | And | Or | Not):
+    if where is None:
+        return None
+    if isinstance(where, Condition | And | Or | Not):
+        _check_tree(where)
         return where
     if isinstance(where, str):
         return parse_filter(where)
@@ -516,16 +562,28 @@ def _condition(cond: Condition, params: list) -> str:
     raise FilterError(f"unknown operator {cond.op!r}")
 
 
+def _balanced(parts: list[str], joiner: str) -> str:
+    """``parts`` joined by ``joiner`` as a balanced tree of parentheses.
+
+    SQLite nests ``a AND b AND c ...`` one level per term and refuses expressions deeper than
+    1000 levels; halving keeps a chain of ``n`` terms ``log2(n)`` deep.
+    """
+    if len(parts) <= 4:
+        return "(" + joiner.join(parts) + ")"
+    half = len(parts) // 2
+    return f"({_balanced(parts[:half], joiner)}{joiner}{_balanced(parts[half:], joiner)})"
+
+
 def _sql(node: Node, params: list) -> str:
     if isinstance(node, Condition):
         return _condition(node, params)
     if isinstance(node, And):
-        return "(" + " AND ".join(_sql(item, params) for item in node.items) + ")"
+        return _balanced([_sql(item, params) for item in node.items], " AND ")
     if isinstance(node, Or):
-        return "(" + " OR ".join(_sql(item, params) for item in node.items) + ")"
+        return _balanced([_sql(item, params) for item in node.items], " OR ")
     if isinstance(node, Not):
         return f"(NOT {_sql(node.item, params)})"
-    raise FilterError(f"not a filter node: {node!r}")
+    raise FilterError(f"not a filter node: {node!r:.200}")
 
 
 def to_sql(where: str | Mapping | Node | None) -> tuple[str, list]:
@@ -540,4 +598,47 @@ def to_sql(where: str | Mapping | Node | None) -> tuple[str, list]:
     sql = _sql(node, params)
     if len(params) > MAX_PARAMETERS:
         raise FilterError(f"filter is too large ({len(params)} values, at most {MAX_PARAMETERS})")
+    for param in params:
+        if isinstance(param, str):
+            try:
+                param.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. bytes of another encoding in a command line
+                raise FilterError(f"filter text {param!r} is not valid UTF-8") from None
     return sql, params
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+_JSON_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def load_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """``json.loads(text)``, refusing arrays and objects nested more than ``max_depth`` deep.
+
+    ``json.loads`` itself ends in ``RecursionError`` on input nested about 1000 deep; this
+    counts the nesting first, without recursion.
+
+    Raises:
+        json.JSONDecodeError: malformed or too deeply nested JSON (a ``ValueError``).
+    """
+    if isinstance(text, bytes | bytearray):
+        text = text.decode("utf-8")
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise json.JSONDecodeError(
+                    f"nested more than {max_depth} deep", text, match.start()
+                )
+        elif char in "]}":
+            depth -= 1
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested more than {max_depth} deep", text, 0) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise json.JSONDecodeError(str(exc), text, 0) from None

@@ -44,6 +44,16 @@ __all__ = [
 DEFAULT_MAX_PIXELS: Final[int] = 178_956_970
 MAX_PIXELS_ENV: Final[str] = "LOOKALIKE_MAX_PIXELS"
 
+#: Longest side over shortest side above which an image is refused from its header ("unsupported
+#: shape"). Generous for panoramas, long screenshots and scanned scrolls (1:20 to 1:50); a 1 x 20000
+#: strip is no photo, and Pillow keeps a row pointer per row (a 1 x 99,000,000 image takes 1.2 GB).
+MAX_ASPECT_RATIO: Final[int] = 200
+
+#: Decoded sample bytes allowed per pixel of the limit: an image may need at most
+#: ``4 * max_pixels`` bytes of samples (8-bit RGBA at the pixel limit) before conversion, so a
+#: float32 or 16-bit multi-channel TIFF gets fewer pixels than an 8-bit one.
+MAX_BYTES_PER_PIXEL: Final[int] = 4
+
 #: Files larger than this are not read (a sparse or endless file must not fill the memory).
 MAX_FILE_BYTES: Final[int] = 1 << 30
 
@@ -263,11 +273,26 @@ def _describe(e: BaseException) -> str:
     return msg if msg else type(e).__name__
 
 
-def _check_size(width: int, height: int, limit: int) -> None:
+def _check_size(width: int, height: int, limit: int, sample_bytes: int = 0) -> None:
+    """Refuse, from the header, a size the pipeline must not decode.
+
+    ``sample_bytes``: bytes per pixel the decoder produces (all samples), when known; the
+    decoded buffer may not exceed ``MAX_BYTES_PER_PIXEL * limit`` bytes.
+    """
     if width <= 0 or height <= 0:
         raise ImageError(f"truncated or corrupt: invalid size {width}x{height}")
     if limit > 0 and width * height > limit:
         raise ImageError(f"too big: {width}x{height} pixels exceeds limit {limit}")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(
+            f"unsupported shape: {width}x{height} is more than {MAX_ASPECT_RATIO} times "
+            "longer than wide"
+        )
+    if limit > 0 and sample_bytes and width * height * sample_bytes > MAX_BYTES_PER_PIXEL * limit:
+        raise ImageError(
+            f"too big: {width}x{height} pixels of {sample_bytes} bytes each exceed the limit of "
+            f"{MAX_BYTES_PER_PIXEL * limit} decoded bytes"
+        )
 
 
 def _orientation(im: Image.Image) -> int:
@@ -281,6 +306,10 @@ def _orientation(im: Image.Image) -> int:
 
 
 def _decode(data: bytes, *, min_side: int, limit: int) -> DecodedImage:
+    if data[:4] == b"\0\0\1\0":  # ICO: Pillow decodes an entry inside Image.open already
+        _check_ico(data, limit)
+    if data[:2] == b"\xff\xd8":
+        _check_jpeg_segments(data)
     try:
         im = Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -328,8 +357,64 @@ def normalize_image(im: Image.Image, *, min_side: int = 448) -> Image.Image:
     8-bit RGB with transparency composited on BACKGROUND, reduced by a whole factor while the
     shorter side stays at or above ``min_side``. EXIF orientation is left as it is.
     """
+    _check_size(*im.size, 0)
     im.load()
     return _reduce(_to_rgb(im, min_side), min_side)
+
+
+#: EXIF segments (APP1 "Exif") a JPEG may have; cameras write one. Pillow joins them by
+#: repeated concatenation, quadratic: 500 of them (a 32 MB file) took 17 s of CPU.
+MAX_EXIF_SEGMENTS: Final[int] = 16
+
+
+def _check_jpeg_segments(data: bytes) -> None:
+    """Refuse a JPEG whose header holds more than :data:`MAX_EXIF_SEGMENTS` EXIF segments."""
+    pos, count, end = 2, 0, len(data)
+    while pos + 4 <= end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA or marker == 0xD9:  # start of scan / end of image: header done
+            return
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\0\0":
+            count += 1
+            if count > MAX_EXIF_SEGMENTS:
+                raise ImageError(
+                    f"truncated or corrupt: more than {MAX_EXIF_SEGMENTS} EXIF segments"
+                )
+        pos += 2 + max(length, 2)
+
+
+def _check_ico(data: bytes, limit: int) -> None:
+    """Check the size of every entry of an ICO from that entry's own header, before Pillow opens
+    it: Pillow decodes the embedded PNG or bitmap at the size it declares, whatever the
+    directory says, and it does so inside ``Image.open``."""
+    corrupt = ImageError("truncated or corrupt: bad ICO entry header")
+    (count,) = struct.unpack("<H", data[4:6])
+    for i in range(count):
+        entry = data[6 + 16 * i : 22 + 16 * i]
+        if len(entry) < 16:
+            raise corrupt
+        (offset,) = struct.unpack("<I", entry[12:16])
+        head = data[offset : offset + 32]
+        if head[:8] == b"\x89PNG\r\n\x1a\n":
+            if len(head) < 24 or head[12:16] != b"IHDR":
+                raise corrupt
+            width, height = struct.unpack(">II", head[16:24])
+        elif len(head) >= 12 and head[:4] == b"\x0c\0\0\0":  # OS/2 core header
+            width, height = struct.unpack("<HH", head[4:8])
+            height //= 2  # XOR image + AND mask
+        elif len(head) >= 12:
+            width, height = struct.unpack("<ii", head[4:12])
+            width, height = abs(width), abs(height) // 2
+        else:
+            raise corrupt
+        _check_size(max(width, 1), max(height, 1), limit)
 
 
 def _sniff(data: bytes) -> str | None:
@@ -369,24 +454,48 @@ def _composite(rgba: Image.Image, min_side: int = 0) -> Image.Image:
     return out
 
 
+def _row_chunks(arr: np.ndarray, elements: int = 1 << 20) -> list[slice]:
+    """Slices of ``arr``'s first axis of about ``elements`` values each."""
+    per_row = max(1, arr.size // max(1, arr.shape[0])) if arr.ndim else 1
+    step = max(1, elements // per_row)
+    return [slice(i, i + step) for i in range(0, arr.shape[0] if arr.ndim else 1, step)]
+
+
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit / 32-bit int / float array to uint8 without clipping its range."""
+    """Scale a 16-bit / 32-bit int / float array to uint8 without clipping its range.
+
+    Works through the rows in chunks, so the temporary wide copies stay small whatever the size.
+    """
     if arr.dtype == np.uint8:
         return arr
+    if arr.ndim == 0 or arr.size == 0:
+        return np.zeros(arr.shape, np.uint8)
+    chunks = _row_chunks(arr)
+    out = np.empty(arr.shape, np.uint8)
     if arr.dtype == np.uint16 or (
-        arr.dtype.kind in "iu" and arr.size and arr.min() >= 0 and arr.max() <= 0xFFFF
+        arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 0xFFFF
     ):
         # full 16-bit range -> 8 bit with rounding: round(v * 255 / 65535)
-        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    a = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    if a.size == 0:
-        return a.astype(np.uint8)
-    lo, hi = float(a.min()), float(a.max())
+        for c in chunks:
+            out[c] = (arr[c].astype(np.uint32) * 255 + 32767) // 65535
+        return out
+
+    def finite(c: slice) -> np.ndarray:
+        return np.nan_to_num(arr[c].astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+    lo = hi = None
+    for c in chunks:
+        a = finite(c)
+        lo = float(a.min()) if lo is None else min(lo, float(a.min()))
+        hi = float(a.max()) if hi is None else max(hi, float(a.max()))
     if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
         lo, hi = 0.0, 1.0  # normalised float data: keep absolute brightness
     if hi <= lo:
-        return np.zeros(a.shape, np.uint8)
-    return np.rint((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        out.fill(0)
+        return out
+    for c in chunks:
+        out[c] = np.rint((finite(c) - lo) * (255.0 / (hi - lo)))
+    return out
 
 
 def _to_rgb(im: Image.Image, min_side: int = 0) -> Image.Image:
@@ -449,6 +558,8 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
     except ImportError:  # pragma: no cover - declared dependency
         raise ImageError("truncated or corrupt: unsupported TIFF layout") from None
 
+    width, height, sample_bytes = _tiff_header(data)
+    _check_size(width, height, limit, sample_bytes)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if arr is None or arr.size == 0:
         raise ImageError("truncated or corrupt: cannot decode image data")
@@ -465,3 +576,67 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
         rgba = np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
         rgb = _composite(Image.fromarray(rgba, "RGBA"), min_side)
     return DecodedImage(image=_reduce(rgb, min_side), width=width, height=height, format=fmt)
+
+
+_TIFF_TYPES: Final[dict[int, tuple[str, int]]] = {  # field type -> struct code, size
+    1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 16: ("Q", 8),
+}  # fmt: skip
+
+
+def _tiff_header(data: bytes) -> tuple[int, int, int]:
+    """``(width, height, bytes per pixel)`` of a TIFF's first image, from its first IFD.
+
+    The first image is the one OpenCV decodes; the bytes per pixel are summed over its samples
+    (``SamplesPerPixel`` x ``BitsPerSample`` rounded up to whole bytes).
+    """
+    corrupt = ImageError("truncated or corrupt: unreadable TIFF header")
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        raise corrupt
+    magic = struct.unpack(order + "H", data[2:4])[0]
+    if magic == 42:  # classic: 2-byte count, 12-byte entries, 4-byte value field
+        (offset,) = struct.unpack(order + "I", data[4:8])
+        count_fmt, entry_size, value_size = "H", 12, 4
+    elif magic == 43:  # BigTIFF: 8-byte count, 20-byte entries, 8-byte value field
+        (offset,) = struct.unpack(order + "Q", data[8:16])
+        count_fmt, entry_size, value_size = "Q", 20, 8
+    else:
+        raise corrupt
+    count_size = struct.calcsize(count_fmt)
+    if offset + count_size > len(data):
+        raise corrupt
+    (entries,) = struct.unpack(order + count_fmt, data[offset : offset + count_size])
+    tags: dict[int, list[int]] = {}
+    pos = offset + count_size
+    for _ in range(min(entries, 4096)):
+        entry = data[pos : pos + entry_size]
+        pos += entry_size
+        if len(entry) < entry_size:
+            raise corrupt
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if tag not in (256, 257, 258, 277) or kind not in _TIFF_TYPES:
+            continue
+        code, size = _TIFF_TYPES[kind]
+        count = min(_tiff_count(order, entry, value_size), 64)
+        field = entry[entry_size - value_size :]
+        if count * size > value_size:  # stored elsewhere: the field holds its offset
+            (where,) = struct.unpack(order + ("I" if value_size == 4 else "Q"), field)
+            field = data[where : where + count * size]
+        if len(field) < count * size or count == 0:
+            raise corrupt
+        tags[tag] = list(struct.unpack(order + code * count, field[: count * size]))
+    try:
+        width, height = tags[256][0], tags[257][0]
+    except KeyError:
+        raise corrupt from None
+    samples = tags.get(277, [1])[0]
+    bits = tags.get(258, [1])
+    bits = bits + [bits[-1]] * max(0, samples - len(bits))
+    return width, height, sum((b + 7) // 8 for b in bits[: max(1, samples)])
+
+
+def _tiff_count(order: str, entry: bytes, value_size: int) -> int:
+    """The value count of an IFD entry (4 bytes in a classic TIFF, 8 in a BigTIFF)."""
+    if value_size == 4:
+        return struct.unpack(order + "I", entry[4:8])[0]
+    return struct.unpack(order + "Q", entry[4:12])[0]

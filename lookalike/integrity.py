@@ -15,14 +15,16 @@ no errors.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.catalog import CatalogError
+from lookalike.catalog import Catalog, CatalogDamaged, CatalogError, counter
 from lookalike.lock import WriterLock
 
 if TYPE_CHECKING:
@@ -111,9 +113,11 @@ def _bad_values(conn: sqlite3.Connection, spec: FeatureInfo, block: int = 4096) 
     return bad
 
 
-def _catalog_problems(conn: sqlite3.Connection, specs: list, checked: dict) -> list[Problem]:
-    """Problems inside the catalog; call within one read transaction."""
-    problems: list[Problem] = []
+def _catalog_problems(
+    conn: sqlite3.Connection, specs: list, checked: dict, problems: list[Problem]
+) -> list[Problem]:
+    """Problems inside the catalog, appended to ``problems`` as they are found (those found
+    before a damaged page stops the check are kept); call within one read transaction."""
     rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
     if rows != ["ok"]:
         problems.append(
@@ -284,6 +288,15 @@ def _index_problems(col: Collection, specs: list, generations: dict, wanted: dic
                     )
                 )
             continue
+        if path.is_dir():
+            problems.append(
+                Problem(
+                    "index_damaged",
+                    f"{spec.name}: {path.name} is a folder where the index file should be",
+                    fix="move the folder aside (kept, renamed aside-...) and rebuild the index",
+                )
+            )
+            continue
         index = col.store._read(path, spec)
         if index is None:
             problems.append(
@@ -334,16 +347,54 @@ def _index_problems(col: Collection, specs: list, generations: dict, wanted: dic
     return problems
 
 
+def _damaged(exc: CatalogDamaged) -> Problem:
+    reason = exc.__cause__ or exc
+    return Problem(
+        "damaged_catalog",
+        f"the catalog file is damaged ({reason})",
+        fix="salvage what can be read (metadata, files, images, vectors) into a new catalog; "
+        "the damaged file is kept beside it",
+    )
+
+
+def _path_problems(col: Collection) -> list[Problem]:
+    """Stored paths not in normal form (``..``, ``.``, ``//``), and second listings of a file."""
+    counts = col.catalog.abnormal_paths()
+    if not counts["files"] and not counts["metadata"]:
+        return []
+    return [
+        Problem(
+            "abnormal_path",
+            f"{counts['files']} file paths and {counts['metadata']} metadata paths not in "
+            f"normal form (with '..', '.' or '//'); {counts['aliases']} of the files are "
+            "listed a second time under another spelling",
+            counts["files"] + counts["metadata"],
+            fix="rewrite them in normal form and merge the listings of one file",
+        )
+    ]
+
+
 def verify(col: Collection) -> IntegrityReport:
     """Check the catalog and the index files of ``col``; changes nothing."""
     report = IntegrityReport()
-    specs = _specs(col)
+    if col.catalog.damaged is not None:
+        report.problems.append(_damaged(col.catalog.damaged))
+        return report
+    try:
+        specs = _specs(col)
+    except CatalogDamaged as exc:
+        report.problems.append(_damaged(exc))
+        return report
     conn = col.catalog.conn
     conn.execute("BEGIN")  # one read snapshot: counts, generations and ids agree
     try:
-        report.problems += _catalog_problems(conn, specs, report.checked)
+        _catalog_problems(conn, specs, report.checked, report.problems)
+        report.problems += _path_problems(col)
         generations = {spec.name: col.catalog.generation(spec.name) for spec in specs}
         wanted = {spec.name: col.catalog.vector_ids(spec.name) for spec in specs}
+    except CatalogDamaged as exc:
+        report.problems.append(_damaged(exc))
+        return report
     except sqlite3.DatabaseError as exc:
         report.problems.append(
             Problem(
@@ -374,8 +425,23 @@ def repair(col: Collection) -> IntegrityReport:
         before = verify(col)
         kinds = {p.kind for p in before.problems}
         done: list[str] = []
-        if "sqlite" in kinds:
-            done += _mend_sqlite(col)
+        if kinds & {"sqlite", "damaged_catalog"}:
+            if col.catalog.damaged is None:
+                with contextlib.suppress(CatalogError):  # a damaged table: salvage below
+                    done += _mend_sqlite(col)
+            if col.catalog.damaged is not None or "damaged_catalog" in {
+                p.kind for p in verify(col).problems
+            }:
+                done += salvage(col)
+            before = verify(col)
+            kinds = {p.kind for p in before.problems}
+        if "abnormal_path" in kinds:
+            with col.catalog.transaction():
+                counts = col.catalog.normalize_paths()
+            done.append(
+                "rewrote paths in normal form: {rewritten} file paths, {moved} metadata "
+                "paths; merged {merged} second listings of a file".format(**counts)
+            )
         catalog_kinds = {
             "foreign_key",
             "duplicate_path",
@@ -477,12 +543,17 @@ def _mend_index_files(col: Collection, before: IntegrityReport) -> list[str]:
     for spec in specs:
         if spec.name in bad:  # a file that lies is not a base to update: start from nothing
             for _, path in col.store.files(spec.name):
-                path.unlink(missing_ok=True)
+                aside = col.store.discard(path)
+                if aside is not None:
+                    done.append(f"moved the folder {path.name} aside to {aside.name}")
             done.append(f"rebuilt the {spec.name} index from the catalog")
     col.store._cache.clear()
+    folders = [p for spec in specs for _, p in col.store.files(spec.name) if p.is_dir()]
     tmp = list(col.folder.glob("*.tmp"))
-    for path in tmp:
-        path.unlink(missing_ok=True)
+    for path in folders + tmp:
+        aside = col.store.discard(path)
+        if aside is not None:
+            done.append(f"moved the folder {path.name} aside to {aside.name}")
     had = {
         spec.name: col.store.path(spec, col.catalog.generation(spec.name)).exists()
         for spec in specs
@@ -494,3 +565,180 @@ def _mend_index_files(col: Collection, before: IntegrityReport) -> list[str]:
     if tmp:
         done.append(f"deleted {len(tmp)} leftover temporary files")
     return done
+
+
+# -- salvaging a damaged catalog ----------------------------------------------------------------
+
+#: Each table's columns, and the orders to read it in (from each end: a damaged page in the
+#: middle stops one direction, the other reads on from the far end).
+_TABLES = {
+    "meta": ("key, value", ("rowid",)),
+    "contents": ("id, sha256, width, height, format, created_at", ("id",)),
+    "files": (
+        "id, path, size, mtime_ns, content_id, error, added_at, updated_at",
+        ("id",),
+    ),
+    "vectors": ("content_id, feature, vector", ("rowid",)),
+    "metadata": ("path, key, value", ("path, key",)),
+}
+
+
+def _readable_rows(src: sqlite3.Connection, table: str) -> tuple[list[tuple], bool]:
+    """The rows of ``table`` that can be read, and whether that is all of them."""
+    columns, (order,) = _TABLES[table]
+    found: dict[tuple, tuple] = {}
+    width = 2 if table in ("vectors", "metadata") else 1
+    for direction in ("", " DESC"):
+        descending = ", ".join(f"{c.strip()}{direction}" for c in order.split(","))
+        try:
+            for row in src.execute(f"SELECT {columns} FROM {table} ORDER BY {descending}"):
+                found[row[:width]] = row
+        except sqlite3.DatabaseError:
+            continue
+        if not direction:
+            return list(found.values()), True  # read to the end in one go
+    if table == "metadata":  # its index on (key, value) holds every column: read through it
+        with contextlib.suppress(sqlite3.DatabaseError):
+            for row in src.execute(f"SELECT {columns} FROM metadata INDEXED BY metadata_by_key"):
+                found.setdefault(row[:width], row)
+    if table == "files":  # path and content of the indexed files are in its SQL indexes
+        with contextlib.suppress(sqlite3.DatabaseError):
+            paths = dict(
+                src.execute("SELECT id, path FROM files INDEXED BY sqlite_autoindex_files_1")
+            )
+            contents = src.execute(
+                "SELECT id, content_id FROM files INDEXED BY files_content "
+                "WHERE content_id IS NOT NULL"
+            )
+            for file_id, content_id in contents:
+                if (file_id,) not in found and file_id in paths:
+                    # size and time unknown: the next `lookalike index` reads the file again
+                    found[(file_id,)] = (file_id, paths[file_id], -1, -1, content_id, None, 0, 0)
+    return list(found.values()), False
+
+
+def _backup_name(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        candidate = path.with_name(f"{path.stem}.damaged-{stamp}{f'-{n}' if n else ''}.sqlite")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise CatalogError(f"cannot find a free name beside {path} to keep the damaged catalog")
+
+
+def _model_number(path: Path) -> int:
+    digits = path.name.split(".model", 1)[-1].split(".")[0]
+    return int(digits) if digits.isdigit() else -1
+
+
+def salvage(col: Collection) -> list[str]:
+    """Move the damaged catalog aside and copy what can be read of it (metadata first: it
+    cannot be recomputed; then files, images and vectors) into a new one; call holding the
+    writer lock. What was lost is indexed again by the next ``lookalike index``."""
+    old = col.catalog.path
+    col.catalog.close()
+    fresh = old.with_name("catalog.salvaged.sqlite")  # moved into place once complete
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+    try:
+        catalog, kept, lost = _copy_readable(col, old, fresh)
+    except BaseException:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
+        col.catalog = Catalog(old, damaged_ok=True)
+        col.store.catalog = col.catalog
+        raise
+    catalog.close()
+    backup = _backup_name(old)
+    for suffix in ("", "-wal", "-shm"):  # committed pages not yet in the main file go along
+        if os.path.lexists(f"{old}{suffix}"):
+            os.replace(f"{old}{suffix}", f"{backup}{suffix}")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.lexists(f"{fresh}{suffix}"):
+            os.replace(f"{fresh}{suffix}", f"{old}{suffix}")
+    catalog = Catalog(old)
+    col.catalog = catalog
+    col.store.catalog = catalog
+    col.store._cache.clear()
+    col._learned.clear()
+    col._other_metric.clear()
+    col._lacking = None
+    done = [
+        f"the catalog was damaged: moved it aside to {backup} and copied what could be read "
+        f"into a new catalog: {kept['files']} files, {kept['contents']} images, "
+        f"{kept['vectors']} vectors, {kept['metadata']} metadata values, {kept['meta']} settings"
+    ]
+    if lost:
+        done.append(
+            "could not read all of: " + ", ".join(lost) + "; run `lookalike index` on your "
+            "folders to add what was lost again (settings lost: index options and a CLIP "
+            "model must be given again)"
+        )
+    return done
+
+
+def _copy_readable(
+    col: Collection, old: Path, fresh: Path
+) -> tuple[Catalog, dict[str, int], list[str]]:
+    """A new catalog at ``fresh`` with what can be read of ``old``; row counts, and the tables
+    that could not be read in full."""
+    from lookalike.collection import MODEL_NAME
+    from lookalike.features.registry import LEARNED_BITS, all_features
+
+    rows: dict[str, list[tuple]] = {}
+    lost: list[str] = []
+    try:
+        src = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
+    except sqlite3.Error:
+        src = None
+    for table in _TABLES:
+        try:
+            if src is None:
+                raise sqlite3.DatabaseError("cannot open")
+            rows[table], complete = _readable_rows(src, table)
+        except sqlite3.DatabaseError:
+            rows[table], complete = [], False
+        if not complete:
+            lost.append(table)
+    if src is not None:
+        src.close()
+
+    catalog = Catalog(fresh)
+    with catalog.transaction() as conn:
+        conn.executemany("INSERT OR IGNORE INTO contents VALUES (?, ?, ?, ?, ?, ?)",
+                         rows["contents"])  # fmt: skip
+        contents = {r[0] for r in rows["contents"]}
+        files = [
+            r for r in rows["files"]
+            if (r[4] is None) != (r[5] is None) and (r[4] is None or r[4] in contents)
+        ]  # fmt: skip
+        conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
+        vectors = [r for r in rows["vectors"] if r[0] in contents]
+        conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)", vectors)
+        conn.executemany("INSERT OR IGNORE INTO metadata VALUES (?, ?, ?)", rows["metadata"])
+        meta = dict(rows["meta"])
+        stored = {r[1] for r in vectors}
+        if "features" not in meta and stored:  # lost: the features that have vectors
+            known = [n for n in all_features() if n in stored]
+            meta["features"] = ",".join(known)
+        if "model" not in meta and stored:
+            meta["model"] = MODEL_NAME
+        for name in stored & set(LEARNED_BITS):
+            if f"model:{name}" not in meta:  # the fitted model file is still there: use it
+                models = sorted(col.folder.glob(f"{name}.model*.npz"), key=_model_number)
+                if models:
+                    meta[f"model:{name}"] = models[-1].name
+        for key, value in meta.items():
+            if not key.startswith("generation:"):
+                catalog.set_meta(key, str(value))
+        for name in stored:  # newer than every index file on disk: all are rebuilt
+            on_disk = [g for g, _ in col.store.files(name)]
+            old_generation = counter(meta.get(f"generation:{name}", 0))
+            catalog.set_meta(f"generation:{name}", str(max([old_generation, *on_disk]) + 1))
+        catalog.normalize_paths()
+        catalog.delete_orphan_contents()
+        kept = {
+            what: catalog.conn.execute(f"SELECT count(*) FROM {what}").fetchone()[0]
+            for what in ("files", "contents", "vectors", "metadata", "meta")
+        }
+    return catalog, kept, lost

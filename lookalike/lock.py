@@ -19,7 +19,17 @@ class WriterLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from lookalike.catalog import READ_ONLY_ERRNOS, CatalogError, read_only_error
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS:
+                raise read_only_error(self.path.parent, exc.strerror) from None
+            raise CatalogError(
+                f"cannot open the lock file {self.path}: {exc.strerror}; move whatever is "
+                "there aside and run again"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -17,10 +17,12 @@ import io
 import json
 import math
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from lookalike.filters import FilterError, as_number
+from lookalike.catalog import normal_path
+from lookalike.filters import FilterError, as_number, load_json
 
 __all__ = ["FilterError", "MetadataError", "normalize_records", "parse_cell", "read_metadata"]
 
@@ -63,6 +65,8 @@ def read_metadata(path: str | os.PathLike) -> list[dict]:
     """
     file = Path(os.fspath(path)).expanduser()
     try:
+        if not stat.S_ISREG(file.stat().st_mode):  # a FIFO or a device would never end
+            raise MetadataError(f"metadata file {file} is not a regular file")
         raw = file.read_bytes()
     except OSError as exc:
         raise MetadataError(f"cannot read metadata file {file}: {exc.strerror or exc}") from None
@@ -85,7 +89,7 @@ def read_metadata(path: str | os.PathLike) -> list[dict]:
 def _resolve(value: object, file: Path, line: int, base: Path) -> str:
     if not isinstance(value, str) or not value.strip():
         raise MetadataError(f"{file}: line {line}: the path is empty or not text")
-    return os.path.abspath(os.path.join(base, os.path.expanduser(value.strip())))
+    return normal_path(os.path.join(base, os.path.expanduser(value.strip())))
 
 
 def _delimiter(header: str) -> str:
@@ -159,7 +163,7 @@ def _json_lines(text: str, file: Path, base: Path) -> list[dict]:
         if not content.strip():
             continue
         try:
-            obj = json.loads(content)
+            obj = load_json(content)  # refuses deep nesting (json.loads: RecursionError)
         except json.JSONDecodeError as exc:
             raise MetadataError(
                 f"{file}: line {line}: not valid JSON ({exc.msg} at column {exc.colno})"
@@ -170,7 +174,7 @@ def _json_lines(text: str, file: Path, base: Path) -> list[dict]:
 
 def _json_array(text: str, file: Path, base: Path) -> list[dict]:
     try:
-        data = json.loads(text)
+        data = load_json(text)
     except json.JSONDecodeError as exc:
         raise MetadataError(f"{file}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, list):
@@ -190,13 +194,28 @@ def normalize_value(key: str, value: object) -> str | int | float | None:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else float(value)
+        if -(2**63) <= value < 2**63:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            raise MetadataError(f"metadata {key!r}: the number is out of range") from None
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MetadataError(
+                    f"metadata {key!r}: not valid Unicode text (a lone surrogate)"
+                ) from None
         return value
     if isinstance(value, list | tuple | dict):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        try:
+            return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        except RecursionError:
+            raise MetadataError(f"metadata {key!r}: nested too deeply to store") from None
     raise MetadataError(f"metadata {key!r}: cannot store a {type(value).__name__}")
 
 
@@ -210,13 +229,17 @@ def normalize_records(records: Iterable[Mapping]) -> list[tuple[str, dict]]:
         path = record.get(PATH_KEY)
         if not isinstance(path, str | os.PathLike) or not os.fspath(path):
             raise MetadataError(f"record {number}: no 'path'")
-        absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        absolute = normal_path(os.path.expanduser(os.fspath(path)))
         values = {}
         for key, value in record.items():
             if key == PATH_KEY:
                 continue
             if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
                 raise MetadataError(f"record {number}: unusable key {key!r}")
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MetadataError(f"record {number}: key {key!r} is not valid Unicode") from None
             values[key] = normalize_value(key, value)
         out.append((absolute, values))
     return out

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import select
 import signal
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -124,19 +126,46 @@ class IndexReport:
 # -- scanning ----------------------------------------------------------------------------------
 
 
-def scan(roots: Iterable[Path]) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
+#: A folder holding this file is a lookalike index (``Collection``'s catalog): its thumbnails,
+#: uploads and index files are never scanned as photos.
+INDEX_MARKER = "catalog.sqlite"
+
+
+def is_index_folder(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is a lookalike index folder (it holds the catalog file)."""
+    return os.path.isfile(os.path.join(folder, INDEX_MARKER))
+
+
+def scan(
+    roots: Iterable[Path], skipped: list[str] | None = None
+) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
     """Yield ``(path, stat, error)`` for every image file under ``roots``.
 
     Folders are walked recursively without following symbolic links to folders, and hidden
-    folders (name starting with ``.``) are skipped. A file named directly is always yielded. A
-    folder that cannot be listed is yielded with its error (``unreadable folder: ...``).
+    folders (name starting with ``.``) are skipped, as are lookalike index folders (their
+    thumbnails and uploads are no photos of the collection; a root that is one is skipped as
+    well) whose paths are appended to ``skipped`` when given. A file named directly is always
+    yielded. A folder that cannot be listed is yielded with its error (``unreadable folder: ...``).
     """
     for root in roots:
         if root.is_dir():
+            if is_index_folder(root):
+                if skipped is not None:
+                    skipped.append(str(root))
+                continue
             failed: list[OSError] = []
             walk = os.walk(root, followlinks=False, onerror=failed.append)
             for folder, dirnames, filenames in walk:
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                kept = []
+                for d in sorted(dirnames):
+                    if d.startswith("."):
+                        continue
+                    if is_index_folder(os.path.join(folder, d)):
+                        if skipped is not None:
+                            skipped.append(os.path.join(folder, d))
+                        continue
+                    kept.append(d)
+                dirnames[:] = kept
                 for name in sorted(filenames):
                     if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
                         yield _stat(os.path.join(folder, name))
@@ -184,12 +213,51 @@ _max_pixels: int | None = None
 
 
 def _init_worker(
-    known: frozenset[str], preparers: dict[str, Preparer], min_side: int, max_pixels: int | None
+    known: frozenset[str],
+    preparers: dict[str, Preparer],
+    min_side: int,
+    max_pixels: int | None,
+    parent_pid: int | None = None,
 ) -> None:
     global _known_hashes, _preparers, _min_side, _max_pixels
     _known_hashes, _preparers, _min_side, _max_pixels = known, preparers, min_side, max_pixels
     # Ctrl+C reaches the whole process group: the main process handles it and stops the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        exit_with(parent_pid)
+
+
+def exit_with(pid: int, poll: float = 1.0) -> None:
+    """End this process (``os._exit``) as soon as process ``pid`` ends, however it ends.
+
+    A decode worker is a child of multiprocessing's fork server, not of the indexing process, and
+    it holds its own end of the task queue: when the indexing process is killed (``kill -9``),
+    nothing else would ever stop it. Once the workers are gone, the fork server and the resource
+    tracker see the end of their pipes and exit by themselves. Watches a pidfd where Linux has
+    one (no polling, no pid reuse), else checks every ``poll`` seconds.
+    """
+    try:
+        fd: int | None = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(poll)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except OSError:  # alive, owned by someone else (cannot happen: our parent)
+                    continue
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lookalike-exit-with-parent", daemon=True).start()
 
 
 def process_file(candidate: Candidate) -> FileResult:
@@ -386,7 +454,8 @@ def run_index(
     candidates: list[Candidate] = []
     unchanged: list[FileRow] = []
     seen: set[str] = set()
-    for path, st, error in scan(roots):
+    skipped: list[str] = []
+    for path, st, error in scan(roots, skipped):
         report.scanned += 1
         seen.add(path)
         row = known_files.get(path)
@@ -422,7 +491,7 @@ def run_index(
         report.seconds = time.perf_counter() - started
         raise
     if prune:
-        report.pruned = _prune(catalog, roots, seen)
+        report.pruned = _prune(catalog, roots, seen, skipped)
     _drop_orphans(catalog)
     report.seconds = time.perf_counter() - started
     return report
@@ -505,7 +574,7 @@ class DecodePool:
                 max_workers=self.workers,
                 mp_context=_worker_context(),
                 initializer=_init_worker,
-                initargs=self.initargs,
+                initargs=(*self.initargs, os.getpid()),
             )
         return self._pool
 
@@ -522,9 +591,7 @@ class DecodePool:
 
     def run(self, candidates: list[Candidate]) -> Iterator[tuple[list[FileResult], float]]:
         """Yield ``(results, worker CPU seconds)`` per finished task, in completion order."""
-        queue = deque(
-            candidates[i : i + self.CHUNK] for i in range(0, len(candidates), self.CHUNK)
-        )
+        queue = deque(candidates[i : i + self.CHUNK] for i in range(0, len(candidates), self.CHUNK))
         suspects: deque[Candidate] = deque()  # in flight when a worker died: retried alone
         pending: dict[Future, list[Candidate]] = {}
         while queue or suspects or pending:
@@ -572,12 +639,14 @@ class DecodePool:
                 suspects.extend(lost)
 
 
-def _prune(catalog: Catalog, roots: list[Path], seen: set[str]) -> int:
-    """Forget files under ``roots`` that the scan no longer found."""
+def _prune(catalog: Catalog, roots: list[Path], seen: set[str], skipped: Iterable[str] = ()) -> int:
+    """Forget files under ``roots`` that the scan no longer found (index folders it skipped,
+    such as a server's uploads, keep theirs)."""
+    kept = tuple(os.path.join(folder, "") for folder in skipped)
     gone: list[int] = []
     for root in roots:
         for row in catalog.files_under(str(root)):
-            if row.path not in seen:
+            if row.path not in seen and not (kept and row.path.startswith(kept)):
                 gone.append(row.id)
     if not gone:
         return 0

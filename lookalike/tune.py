@@ -349,16 +349,17 @@ def tune_collection(
 
 
 def labelled_vectors(
-    col: Collection, folder: Path, labels: Path | None
+    col: Collection, folder: Path, labels: Path | None, walk: bool = True
 ) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
     """The deep vectors of the labelled images of ``folder`` that ``col`` has indexed, their
     labels, the ``[N, N]`` duplicate exclusions and notes (labels matching no file, labelled
-    images not indexed, single-image labels)."""
+    images not indexed, single-image labels). ``walk=False``: only the files the labels name
+    (see :func:`lookalike.eval.labels.load_labelled_set`)."""
     from lookalike.eval.labels import LabelsError, load_labelled_set
     from lookalike.eval.runner import _subset
     from lookalike.features.registry import DEEP
 
-    data = load_labelled_set(folder, labels)
+    data = load_labelled_set(folder, labels, walk=walk)
     rows = col.catalog.files_by_path()
     content = [getattr(rows.get(str(p.absolute())), "content_id", None) for p in data.paths]
     keep = [i for i, c in enumerate(content) if c is not None]

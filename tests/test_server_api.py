@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -60,7 +61,7 @@ def client(demo: dict):
     config = ServerConfig(
         db=demo["index"], token=TOKEN, allow_roots=[demo["root"]], workers=1, readers=2
     )
-    with TestClient(create_app(config)) as c:
+    with TestClient(create_app(config), base_url="http://localhost") as c:  # a Host it accepts
         yield c
 
 
@@ -358,13 +359,16 @@ def test_cors_is_off_by_default(client) -> None:
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_cors_and_url_fetch_when_enabled(demo: dict) -> None:
+def test_cors_and_url_fetch_when_enabled(demo: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     import functools
     import http.server
 
     from fastapi.testclient import TestClient
 
-    from lookalike.server import ServerConfig, create_app
+    from lookalike.server import ServerConfig, create_app, fetch
+
+    # the fetch refuses non-public addresses; this test's image server is on 127.0.0.1
+    monkeypatch.setattr(fetch, "public_address", lambda address: address == "127.0.0.1")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -381,7 +385,7 @@ def test_cors_and_url_fetch_when_enabled(demo: dict) -> None:
         readers=1,
     )
     try:
-        with TestClient(create_app(config)) as c:
+        with TestClient(create_app(config), base_url="http://localhost") as c:
             preflight = {"Access-Control-Request-Method": "POST"}
             r = c.options("/api/search", headers={"Origin": "https://shop.example", **preflight})
             assert r.headers["access-control-allow-origin"] == "https://shop.example"
@@ -444,12 +448,19 @@ def test_add_server_paths(client, demo: dict, tmp_path: Path) -> None:
     folder = demo["extra"] / "paths"
     made = make_images(folder, 3, seed=41)
     catalogue = demo["extra"] / "paths.csv"
-    catalogue.write_text(f"path,category\n{made[0]},generated\n")
+    elsewhere = demo["photos"] / "not-added.jpg"
+    catalogue.write_text(
+        f"path,category\n{made[0]},generated\n/etc/passwd,stolen\n{elsewhere},stolen\n"
+    )
     body = {"paths": [str(folder)], "metadata": str(catalogue)}
     r = client.post("/api/images/paths", headers=AUTH, json=body)
     assert r.status_code == 202
     job = wait_job(client, r.json())
     assert job["status"] == "done" and job["result"]["embedded"] == 3
+    # rows naming files outside the paths added are left out and counted, never stored
+    assert job["result"]["metadata"]["outside_paths"] == 2
+    with sqlite3.connect(demo["index"] / "catalog.sqlite") as db:
+        assert not db.execute("SELECT 1 FROM metadata WHERE value = 'stolen'").fetchall()
     assert len(job["result"]["files"]) == 3
     hits = search(client, made[0].read_bytes(), k=1)["results"]
     assert hits[0]["path"] == str(made[0]) and hits[0]["metadata"] == {"category": "generated"}

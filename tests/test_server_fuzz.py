@@ -38,7 +38,12 @@ def schema(served: Path):
     from lookalike.server import ServerConfig, create_app
 
     config = ServerConfig(
-        db=served / "index", token=TOKEN, allow_roots=[served], workers=1, readers=2
+        db=served / "index",
+        token=TOKEN,
+        allow_roots=[served],
+        workers=1,
+        readers=2,
+        allow_hosts=["testserver"],  # the Host schemathesis sends
     )
     app = create_app(config)
     with TestClient(app) as client:
@@ -105,7 +110,7 @@ def test_found_by_the_fuzzer_a_nul_in_a_server_path_is_400(served: Path) -> None
     from lookalike.server import ServerConfig, create_app
 
     config = ServerConfig(db=served / "index", token=TOKEN, allow_roots=[served], readers=1)
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), base_url="http://localhost") as client:
         for body in ({"paths": [f"{served}/a\x00b"]}, {"paths": [str(served)], "metadata": "\x00"}):
             r = client.post("/api/images/paths", headers=AUTH, json=body)
             assert r.status_code == 400 and "NUL" in r.json()["detail"], r.text

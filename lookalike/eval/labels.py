@@ -15,6 +15,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +129,10 @@ def _read_csv(path: Path) -> list[tuple[str, str]]:
             return rows
     except OSError as exc:
         raise LabelsError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise LabelsError(f"cannot read {path}: not UTF-8 text (expected a CSV)") from None
+    except csv.Error as exc:
+        raise LabelsError(f"cannot read {path}: not a usable CSV ({exc})") from None
 
 
 def _resolve(rel: str, bases: list[Path], files: dict[Path, Path]) -> Path | None:
@@ -154,17 +159,51 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_labelled_set(folder: Path, labels: Path | None = None) -> LabelledSet:
+def _listed_files(rows: list[tuple[str, str]], bases: list[Path]) -> list[Path]:
+    """The image files the label rows name (no folder walk), sorted."""
+    out: set[Path] = set()
+    for rel, _ in rows:
+        p = Path(rel).expanduser()
+        for c in [p] if p.is_absolute() else [b / p for b in bases]:
+            with contextlib.suppress(OSError, ValueError):
+                if c.suffix.lower() in IMAGE_SUFFIXES and c.is_file():
+                    out.add(c.absolute())
+    return sorted(out)
+
+
+def check_labels_file(labels: str | Path) -> Path:
+    """The absolute path of a labels file that exists and can be read, else LabelsError."""
+    path = Path(labels).expanduser().absolute()
+    if not path.exists():
+        raise LabelsError(f"no such labels file: {path}")
+    if not path.is_file():
+        raise LabelsError(f"not a labels file: {path} (expected a CSV with path,label columns)")
+    if not os.access(path, os.R_OK):
+        raise LabelsError(f"cannot read labels file {path}: permission denied")
+    return path
+
+
+def load_labelled_set(folder: Path, labels: Path | None = None, walk: bool = True) -> LabelledSet:
     """The labelled images of ``folder`` (see the module's docstring).
 
+    ``walk=False`` (with ``labels``) takes only the files the labels name instead of listing
+    every image under ``folder`` (then nothing counts as unlabelled).
+
     Raises:
-        LabelsError: unreadable labels, or fewer than two labelled images.
-        FileNotFoundError: ``folder`` or ``labels`` does not exist.
+        LabelsError: missing or unreadable labels, or fewer than two labelled images.
+        FileNotFoundError: ``folder`` does not exist.
     """
     folder = Path(folder).expanduser().absolute()
+    rows: list[tuple[str, str]] = []
+    if labels is not None:  # before any folder walk: a missing file fails at once
+        labels = check_labels_file(labels)
+        rows = _read_csv(labels)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    found = image_files(folder)
+    if labels is not None and not walk:
+        found = _listed_files(rows, [labels.parent, folder])
+    else:
+        found = image_files(folder)
     files: dict[Path, Path] = {}
     for f in found:
         files[f.absolute()] = f
@@ -173,12 +212,9 @@ def load_labelled_set(folder: Path, labels: Path | None = None) -> LabelledSet:
     pairs: list[tuple[Path, str]] = []
     unmatched: list[str] = []
     if labels is not None:
-        labels = Path(labels).expanduser().absolute()
-        if not labels.is_file():
-            raise FileNotFoundError(f"no such labels file: {labels}")
         bases = [labels.parent, folder]
         seen: set[Path] = set()
-        for rel, label in _read_csv(labels):
+        for rel, label in rows:
             path = _resolve(rel, bases, files)
             if path is None:
                 unmatched.append(rel)

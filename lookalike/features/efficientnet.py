@@ -117,8 +117,19 @@ def lite_blocks(width: float, depth: float) -> tuple[tuple[int, int, int, int, i
 # --------------------------------------------------------------------------------------------
 
 
+#: Up to this many pixels (in units of size x size) the whole image is resized, then cropped, as
+#: it always was (bit for bit the golden inputs); beyond, only the crop is resampled.
+WHOLE_RESIZE_LIMIT = 64
+
+
 def preprocess(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
-    """Resize so the shorter side is ``size`` (Pillow BICUBIC), centre crop; uint8 [size,size,3]."""
+    """Resize so the shorter side is ``size`` (Pillow BICUBIC), centre crop; uint8 [size,size,3].
+
+    The work is bounded by the input and the output, whatever the aspect ratio: an elongated
+    image (whose resized copy would exceed :data:`WHOLE_RESIZE_LIMIT` crops) has only its centre
+    square resampled, with the same scale and pixel centres (a 1 x 20000 strip would otherwise
+    become a 224 x 4,480,000 image, 4 GB).
+    """
     from PIL import Image
 
     if img.mode != "RGB":
@@ -130,9 +141,14 @@ def preprocess(img: Image.Image, size: int = INPUT_SIZE) -> np.ndarray:
         nw, nh = size, max(size, round(h * size / w))
     else:
         nw, nh = max(size, round(w * size / h)), size
+    left, top = (nw - size) // 2, (nh - size) // 2
+    if (nw, nh) != (w, h) and nw * nh > max(w * h, WHOLE_RESIZE_LIMIT * size * size):
+        sx, sy = w / nw, h / nh
+        box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+        img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        return np.asarray(img, dtype=np.uint8).reshape(size, size, 3)
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
     if (nw, nh) != (size, size):
         img = img.crop((left, top, left + size, top + size))
     return np.asarray(img, dtype=np.uint8).reshape(size, size, 3)

@@ -19,5 +19,26 @@ def working_gray(image: Image.Image, short_side: int, max_side: int) -> np.ndarr
         min(max_side, max(1, round(height * scale))),
     )
     if new != gray.size:
-        gray = gray.resize(new, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        gray = bounded_resize(gray, new, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return np.ascontiguousarray(np.asarray(gray, dtype=np.uint8))
+
+
+def bounded_resize(
+    image: Image.Image,
+    size: tuple[int, int],
+    resample: Image.Resampling,
+    reducing_gap: float | None = None,
+) -> Image.Image:
+    """``image.resize(size, ...)`` whose temporary image stays about as small as input + output.
+
+    Pillow resamples the rows first: an image enlarged across and shrunk along (a 1 x 20000
+    strip to 256 x 1024) would pass through 256 x 20000 pixels. Such a resize is done as two
+    steps, the shrinking axis first; any other resize is Pillow's own, unchanged.
+    """
+    (w, h), (nw, nh) = image.size, size
+    bound = 4 * (w * h + nw * nh)
+    if nw * h <= bound and w * nh <= bound:
+        return image.resize(size, resample, reducing_gap=reducing_gap)
+    first = (w, nh) if nh < h else (nw, h)
+    image = image.resize(first, resample, reducing_gap=reducing_gap)
+    return image.resize(size, resample, reducing_gap=reducing_gap)

@@ -9,6 +9,8 @@ differ, so a crash between a commit and the index save costs a little work, neve
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,9 +126,7 @@ class IndexStore:
             present = index.ids()
             stale = np.setdiff1d(present, wanted)
             missing = np.setdiff1d(wanted, present)
-            vectors = self.catalog.vectors_for(
-                info.name, info.width, missing.tolist(), info.dtype
-            )
+            vectors = self.catalog.vectors_for(info.name, info.width, missing.tolist(), info.dtype)
         finally:
             conn.execute("COMMIT")
         index.remove(stale)
@@ -148,8 +148,24 @@ class IndexStore:
                 keep.update(path for _, path in self.files(info.name))
         for name in [*all_features(), CLASSES.name, CLIP_NAME]:
             for stale in self.folder.glob(f"{name}.g*"):
-                if stale not in keep:  # older generations, dropped features, crash leftovers
+                # older generations, dropped features, crash leftovers (never a folder: what
+                # is not ours to delete is for `lookalike verify --repair` to move aside)
+                if stale not in keep and not stale.is_dir():
                     stale.unlink(missing_ok=True)
 
+    def discard(self, path: Path) -> Path | None:
+        """Delete the index file ``path``; a folder in its place is moved aside (renamed
+        ``aside-NAME-TIME``, never deleted) and its new path returned."""
+        if not path.is_dir() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            aside = path.with_name(f"aside-{path.name}-{stamp}{f'-{n}' if n else ''}")
+            if not os.path.lexists(aside):
+                path.rename(aside)
+                return aside
+        raise OSError(f"no free name to move {path} aside")
+
     def bytes_on_disk(self, name: str) -> int:
-        return sum(path.stat().st_size for _, path in self.files(name))
+        return sum(path.stat().st_size for _, path in self.files(name) if path.is_file())

@@ -14,14 +14,18 @@ root) as jobs with progress, duplicates, copy check, stats, filters. Errors are 
 
 Safe by default: changing endpoints need ``Authorization: Bearer TOKEN`` (401 without);
 request bodies above the upload limit get 413 (checked from ``Content-Length`` and while
-reading); images are decoded with a pixel limit; files are served by image id only; no URL is
-fetched unless ``allow_url_fetch``; no CORS unless origins are given.
+reading); images are decoded with a pixel limit; files are served by image id only, never one
+whose link leads out of the allowed folders; requests must name this server as ``Host`` (DNS
+rebinding) and changing ones must not come from another site's page; no URL is fetched unless
+``allow_url_fetch`` (then public addresses only); no CORS unless origins are given.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import ipaddress
 import json
 import logging
 import os
@@ -42,6 +46,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from lookalike.filters import load_json
 from lookalike.server.engine import (
     FORMAT_SUFFIX,
     AddProgress,
@@ -89,6 +94,10 @@ class ServerConfig:
     warm_text: bool = True  # prepare the text model at start, so the first text query is quick
     upload_dir: Path | None = None  # default: DB/uploads
     thumb_dir: Path | None = None  # default: DB/thumbs
+    #: the address the server listens on; requests must name it (or a loopback name) as Host
+    host: str = "127.0.0.1"
+    #: more host names that clients may use (``--allow-host``); ``"*"`` turns the check off
+    allow_hosts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.db = Path(self.db).expanduser().absolute()
@@ -115,7 +124,7 @@ def _image_error(exc: Exception) -> HTTPException:
 
 def _raise_for(exc: BaseException) -> None:
     """Turn the library's exceptions into HTTP errors (re-raises anything else)."""
-    from lookalike.catalog import CatalogError
+    from lookalike.catalog import CatalogError, StorageUnavailable
     from lookalike.features.registry import UnknownFeature
     from lookalike.images import ImageError
     from lookalike.lock import LockedError
@@ -130,6 +139,8 @@ def _raise_for(exc: BaseException) -> None:
         raise HTTPException(403, str(exc)) from None
     if isinstance(exc, LockedError):
         raise HTTPException(409, str(exc)) from None
+    if isinstance(exc, StorageUnavailable):  # read-only, damaged or full index folder
+        raise HTTPException(503, str(exc)) from None
     if isinstance(exc, UnknownFeature | CatalogError | ValueError):  # FilterError is one
         raise HTTPException(400, str(exc)) from None
     raise exc
@@ -175,6 +186,123 @@ class _BodyLimit:
             if started:
                 raise
             await _json(send, 413, exc.detail, close=True)
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def split_host(value: str) -> tuple[str, str] | None:
+    """``(name, port)`` of a Host header or ``--allow-host`` value (name lowercased, without
+    brackets or a final dot; port ``""`` if none), or None when it is not a host at all."""
+    value = value.strip().lower()
+    if value.startswith("["):  # [IPv6] or [IPv6]:port
+        name, sep, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+        if not sep or (rest and not rest.startswith(":")) or ":" not in name:
+            return None
+    elif value.count(":") > 1:  # a bare IPv6 address (a --host or --allow-host value)
+        name, port = value, ""
+    else:
+        name, _, port = value.partition(":")
+        name = name[:-1] if name.endswith(".") else name
+    if port and not re.fullmatch(r"[0-9]{1,5}", port):
+        return None
+    if ":" in name:
+        return (name, port) if _is_ip(name) else None
+    if len(name) > 253 or not re.fullmatch(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*", name):
+        return None
+    return name, port
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _HostCheck:
+    """ASGI middleware against DNS rebinding and cross-site requests.
+
+    * The ``Host`` header must name this server: a loopback name, the address it listens on,
+      or a name allowed with ``--allow-host`` (when it listens on every address, any IP
+      address too); else 400. A page of another site that rebinds its own name to this
+      server's address sends its own name, so it is refused.
+    * A changing request (not GET/HEAD/OPTIONS) that carries an ``Origin`` must come from a
+      page of this server (same host), from an allowed host name, or from a ``--cors-origin``;
+      else 403. Browsers add ``Origin`` to every cross-site POST or DELETE.
+    """
+
+    def __init__(self, app, config: ServerConfig) -> None:
+        self.app = app
+        allowed = [split_host(h) for h in config.allow_hosts if h.strip() != "*"]
+        self.any_host = any(h.strip() == "*" for h in config.allow_hosts)
+        bound = split_host(config.host)
+        self.names = set(LOOPBACK_NAMES) | {h[0] for h in allowed if h}
+        self.any_ip = False
+        if bound is not None:
+            self.names.add(bound[0])
+            if _is_ip(bound[0]) and ipaddress.ip_address(bound[0]).is_unspecified:
+                self.any_ip = True  # 0.0.0.0 or ::, reached by any of the machine's addresses
+        self.origins = {o.rstrip("/").lower() for o in config.cors_origins}
+
+    def name_allowed(self, name: str) -> bool:
+        """A loopback name or address, the bound address, or a name given with --allow-host."""
+        return name in self.names or (_is_ip(name) and ipaddress.ip_address(name).is_loopback)
+
+    def host_allowed(self, host: str) -> bool:
+        parts = split_host(host)
+        if parts is None:
+            return False
+        return self.name_allowed(parts[0]) or (self.any_ip and _is_ip(parts[0]))
+
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """Same host as the request, a ``--cors-origin``, or an allowed name (not merely any IP:
+        a page from some IP address must not drive a server that listens on every address)."""
+        origin = origin.strip().lower().rstrip("/")
+        if origin in self.origins:
+            return True
+        scheme, sep, netloc = origin.partition("://")
+        if not sep or scheme not in ("http", "https") or "/" in netloc or "@" in netloc:
+            return False
+        if host is not None and netloc == host.strip().lower():
+            return True  # the server's own page
+        parts = split_host(netloc)
+        return parts is not None and self.name_allowed(parts[0])
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for key, value in scope.get("headers") or []:
+            if key in (b"host", b"origin"):
+                if key in headers:  # two Host or Origin headers: ambiguous, refused
+                    await _json(send, 400, f"more than one {key.decode()} header", close=True)
+                    return
+                headers[key] = value
+        host = headers[b"host"].decode("latin-1") if b"host" in headers else None
+        if host is not None and not self.any_host and not self.host_allowed(host):
+            detail = (
+                f"this server does not answer to the host name {host[:100]!r}; open it as "
+                "http://localhost:PORT/, or start it with --allow-host NAME to accept that name"
+            )
+            await _json(send, 400, detail, close=True)
+            return
+        origin = headers.get(b"origin")
+        if (
+            origin is not None
+            and scope.get("method", "GET") not in ("GET", "HEAD", "OPTIONS")
+            and not self.origin_allowed(origin.decode("latin-1"), host)
+        ):
+            detail = (
+                "cross-site request refused: a page of another site cannot change or query this "
+                "server (start it with --cors-origin ORIGIN to allow that site)"
+            )
+            await _json(send, 403, detail)
+            return
+        await self.app(scope, receive, send)
 
 
 class _Headers:
@@ -229,6 +357,11 @@ Where = Annotated[
 ]
 Folder = Annotated[str | None, Query(description="only images inside this folder")]
 MAX_TEXT = 500
+MAX_PATHS = 1000
+OUTSIDE_ROOTS = (
+    "this image's file is a link that leads outside the allowed folders, so it is not read; "
+    "index the real file instead"
+)
 
 Wait = Annotated[bool, Query(description="answer when the job has finished")]
 
@@ -386,12 +519,69 @@ class Server:
                 return real
         raise HTTPException(403, f"{path} is outside the allowed roots")
 
+    def _guarded(self) -> tuple[list[str], list[str]]:
+        """Folders whose files must really lie inside them: (as written, real), with ``/``."""
+        uploads = str(self.config.upload_dir)
+        real = [str(r) for r in self.config.allow_roots] + [os.path.realpath(uploads)]
+        written = [*real, os.path.abspath(uploads)]
+        return [_slash(f) for f in written], [_slash(f) for f in real]
+
+    def inside_roots(self, real: str) -> bool:
+        """Whether the real path ``real`` lies inside an allowed root."""
+        return any(
+            real == str(root) or real.startswith(_slash(str(root)))
+            for root in self.config.allow_roots
+        )
+
+    def may_serve(self, path: str) -> bool:
+        """False for a stored path inside an allowed root or the upload folder whose real
+        location (links and ``..`` resolved) is outside all of them; files indexed elsewhere
+        (by ``lookalike index``) are the owner's choice and are served."""
+        written, real = self._guarded()
+        if not any(p.startswith(g) for p in (path, os.path.abspath(path)) for g in written):
+            return True
+        resolved = os.path.realpath(path)
+        return any(resolved.startswith(g) for g in real)
+
+    def vet_paths(self, roots: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """What an add of the (allowed, real) ``roots`` may index: a folder as it is, or, when
+        some of its files are links that lead outside the allowed roots, its other files one
+        by one; and the files left out, with the reason."""
+        from lookalike.pipeline import scan
+
+        keep: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        for root in roots:
+            if not os.path.isdir(root):
+                keep.append(root)  # a file named directly: check_allowed resolved it
+                continue
+            files, unreadable, outside = [], [], []
+            for path, _st, error in scan([Path(root)]):
+                if error is not None:  # reported by the add itself when the folder goes whole
+                    unreadable.append((path, error))
+                elif self.inside_roots(os.path.realpath(path)):
+                    files.append(path)
+                else:
+                    outside.append(
+                        (path, "not indexed: a link to a file outside the allowed roots")
+                    )
+            if outside:
+                keep += files
+                skipped += outside + unreadable
+            else:
+                keep.append(root)
+        return keep, skipped
+
+
+def _slash(folder: str) -> str:
+    return folder if folder.endswith(os.sep) else folder + os.sep
+
 
 def _parse_where(where: str) -> str | dict:
     text = where.strip()
     if text.startswith("{"):
         try:
-            value = json.loads(text)
+            value = load_json(text)  # deep nesting: 400, not RecursionError
         except json.JSONDecodeError as exc:
             raise HTTPException(400, f"where: invalid JSON: {exc}") from None
         if not isinstance(value, dict):
@@ -411,8 +601,10 @@ def _warm_text_model() -> None:
 
 
 def _parse_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
-        raise HTTPException(404, f"no image with id {text!r}")
+    """An image id from a path parameter: 1 to 18 ASCII digits (404 for anything else, such
+    as ``²``, Arabic-Indic or fullwidth digits, which ``int()`` would read as numbers)."""
+    if not re.fullmatch(r"[0-9]{1,18}", text):
+        raise HTTPException(404, f"no image with id {text!r}: an id is a number (digits 0-9)")
     return int(text)
 
 
@@ -591,6 +783,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, 422)
 
+    from lookalike.catalog import StorageUnavailable
+
+    @app.exception_handler(StorageUnavailable)  # a read-only, damaged or full index folder
+    async def unavailable(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, 503)
+
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         log.exception("error in %s %s", request.method, request.url.path)
@@ -760,6 +958,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
             rec = file_record(col, file_id)
             if text is not None:
+                if not server.may_serve(rec.path):
+                    raise HTTPException(403, OUTSIDE_ROOTS)
                 return text_hits(col, text, rec.path, weight, k, where, folder)
             name = col.features[0]  # the stored vector of the index's main feature (deep)
             spec = feature_info(name)
@@ -798,6 +998,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
+        if not await run_in_threadpool(server.may_serve, rec.path):
+            raise HTTPException(403, OUTSIDE_ROOTS)
         try:
             data = await run_in_threadpool(server.thumbs.get, rec, size)
         except NotFound as exc:
@@ -827,19 +1029,39 @@ def create_app(config: ServerConfig) -> FastAPI:
     def finished(job: Job) -> None:
         server.forget_records()
 
-    def add_job(roots: list[str], metadata_file: str | None, records: list[dict] | None):
+    def add_job(
+        roots: list[str],
+        metadata_file: str | None,
+        records: list[dict] | None,
+        *,
+        vet: bool = False,
+        upload: Path | None = None,
+        outside: int = 0,
+    ):
+        """The writer's work for an add: ``vet`` for server-side paths (links that leave the
+        allowed roots are skipped and reported); ``upload``: the folder of an upload, whose
+        files are removed again if the add fails; ``outside``: metadata records left out for
+        naming files outside the paths added (reported)."""
+
         def run(col, job: Job) -> dict:
+            from lookalike.pipeline import IndexReport
+
             try:
+                to_add, skipped = server.vet_paths(roots) if vet else (roots, [])
+                attached = None
                 if records and hasattr(col, "set_metadata"):
-                    col.set_metadata(records)
+                    attached = col.set_metadata(records)
                 progress = AddProgress(col.catalog.path, roots, job)
-                total = progress.count_work(col.catalog)
+                total = progress.count_work(col.catalog, to_add)
                 job.message = f"indexing {total} files"
                 kwargs: dict = {"workers": config.workers}
                 if metadata_file:
                     kwargs["metadata"] = metadata_file
                 with progress:
-                    report = col.add(roots, **kwargs)
+                    report = col.add(to_add, **kwargs) if to_add else IndexReport()
+                report.errors += skipped[:1000]
+                if attached is not None or outside:
+                    report.metadata = (attached or {}) | {"outside_paths": outside}
                 job.done = job.total or job.done
                 ids = []
                 for root in roots:
@@ -851,11 +1073,16 @@ def create_app(config: ServerConfig) -> FastAPI:
                 job.message = (
                     f"{report.embedded} new, {report.linked} linked, {report.unchanged} unchanged, "
                     f"{report.failed} failed"
-                )
+                ) + (f", {len(skipped)} skipped (see errors)" if skipped else "")
                 return _plain(report.as_dict()) | {
                     "images": col.catalog.count_images(),
                     "files": ids,
+                    "skipped": len(skipped),
                 }
+            except BaseException:
+                if upload is not None:  # a refused or failed upload leaves no files behind
+                    _drop_upload(upload, col)
+                raise
             finally:
                 finished(job)
 
@@ -921,7 +1148,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             if not isinstance(text, str):
                 raise HTTPException(400, "metadata: expected a JSON object as text, not a file")
             try:
-                shared = json.loads(text)
+                shared = load_json(text)  # deep nesting: 400, not RecursionError
             except json.JSONDecodeError as exc:
                 raise HTTPException(400, f"metadata: invalid JSON: {exc}") from None
             if not isinstance(shared, dict):
@@ -936,9 +1163,15 @@ def create_app(config: ServerConfig) -> FastAPI:
                 raise HTTPException(400, f"metadata: {exc}") from None
         blobs = [(f.filename or "upload", await f.read()) for f in uploads]
         folder = config.upload_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-        saved = await run_in_threadpool(_save_uploads, blobs, folder, config.max_pixels)
-        records = [{"path": str(p), **shared} for p in saved] if shared else None
-        job = server.writer.submit("add", add_job([str(folder)], None, records))
+        try:
+            saved = await run_in_threadpool(_save_uploads, blobs, folder, config.max_pixels)
+        except OSError as exc:  # a read-only or full upload folder: the server's storage
+            raise HTTPException(503, f"cannot save the upload: {exc.strerror}: {folder}") from None
+        # each file's own path, never a "path" inside the metadata, says where it goes
+        records = [{**shared, "path": str(p)} for p in saved] if shared else None
+        job = server.writer.submit("add", add_job([str(folder)], None, records, upload=folder))
+        if job.status == "failed":  # never ran (the server is stopping): keep no files
+            await run_in_threadpool(_drop_upload, folder, None)
         job.total = len(saved)
         return await job_response(job, wait)
 
@@ -953,9 +1186,16 @@ def create_app(config: ServerConfig) -> FastAPI:
         """Index files or folders on the server (under a root allowed by `--allow-root`)."""
         if not body.paths:
             raise HTTPException(400, "paths: give at least one file or folder")
+        if len(body.paths) > MAX_PATHS:
+            raise HTTPException(400, f"paths: at most {MAX_PATHS} per request (give folders)")
         roots = [str(server.check_allowed(p)) for p in body.paths]
         meta = str(server.check_allowed(body.metadata)) if body.metadata else None
-        job = server.writer.submit("add", add_job(roots, meta, None))
+        if meta is not None and not os.path.isfile(meta):  # a folder, a FIFO, a device
+            raise HTTPException(400, "metadata: not a regular file (give a CSV or JSON lines file)")
+        records, outside = None, 0
+        if meta is not None:  # only rows for files under the paths added: no rows elsewhere
+            records, outside = await asyncio.to_thread(_metadata_inside, meta, roots)
+        job = server.writer.submit("add", add_job(roots, None, records, vet=True, outside=outside))
         return await job_response(job, wait)
 
     @app.delete("/api/images/{image_id}", tags=["core"], dependencies=auth, response_model=Deleted)
@@ -968,9 +1208,12 @@ def create_app(config: ServerConfig) -> FastAPI:
             try:
                 rec = file_record(col, file_id)
                 col.remove([rec.path])
-                uploads = str(config.upload_dir) + os.sep
-                if rec.path.startswith(uploads):  # the server's own copy: gone with its metadata
-                    Path(rec.path).unlink(missing_ok=True)
+                from lookalike.catalog import normal_path, path_inside
+
+                # the server's own copy (inside uploads/ as written and once links are
+                # resolved): gone with its metadata; nothing outside is ever deleted
+                if path_inside(rec.path, config.upload_dir):
+                    Path(normal_path(rec.path)).unlink(missing_ok=True)
                     if hasattr(col, "clear_metadata"):
                         col.clear_metadata([rec.path])
                 if not col.catalog.hits_for_contents([rec.content_id]):
@@ -1093,11 +1336,51 @@ def create_app(config: ServerConfig) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(_HostCheck, config=config)
+    if "*" in [h.strip() for h in config.allow_hosts]:
+        log.warning("the Host header check is off (--allow-host '*'): DNS rebinding is possible")
     app.add_middleware(_Headers)
     return app
 
 
 # -- helpers off the event loop ------------------------------------------------------------------
+
+
+def _drop_upload(folder: Path, col=None) -> None:
+    """Remove the files of a failed upload that the catalog of ``col`` does not hold, then
+    the folder if it is empty (best effort: a failure here leaves files, never raises)."""
+    known: set[str] = set()
+    if col is not None:
+        with contextlib.suppress(Exception):
+            for name in {str(folder), os.path.realpath(folder)}:
+                known |= {row.path for row in col.catalog.files_under(name)}
+    try:
+        files = list(folder.iterdir())
+    except OSError:
+        return
+    for file in files:
+        if str(file) not in known and os.path.realpath(file) not in known:
+            with contextlib.suppress(OSError):
+                file.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _metadata_inside(file: str, roots: list[str]) -> tuple[list[dict], int]:
+    """The records of metadata ``file`` whose path is one of ``roots`` or lies under one (as
+    written and once links are resolved), and how many were left out."""
+    from lookalike.catalog import normal_path, path_inside
+    from lookalike.metadata import MetadataError, read_metadata
+
+    try:
+        records = read_metadata(file)
+    except MetadataError as exc:
+        raise HTTPException(400, f"metadata: {exc}") from None
+    tops = [normal_path(root) for root in roots]
+    kept = [
+        r for r in records if any(r["path"] == top or path_inside(r["path"], top) for top in tops)
+    ]
+    return kept, len(records) - len(kept)
 
 
 def _save_uploads(blobs: list[tuple[str, bytes]], folder: Path, max_pixels: int) -> list[Path]:
@@ -1114,33 +1397,33 @@ def _save_uploads(blobs: list[tuple[str, bytes]], folder: Path, max_pixels: int)
         except ImageError as exc:
             err = _image_error(exc)
             raise HTTPException(err.status_code, f"{name}: {err.detail}") from None
-    folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    for (name, data), kind in zip(blobs, kinds, strict=True):
-        stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")[:80] or "upload"
-        suffix = FORMAT_SUFFIX.get(kind.upper())
-        if suffix is None:
-            own = Path(name).suffix.lower()
-            suffix = own if own in IMAGE_EXTENSIONS else ".jpg"
-        target = unique_name(folder, stem, suffix)
-        target.write_bytes(data)
-        saved.append(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for (name, data), kind in zip(blobs, kinds, strict=True):
+            stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")[:80] or "upload"
+            suffix = FORMAT_SUFFIX.get(kind.upper())
+            if suffix is None:
+                own = Path(name).suffix.lower()
+                suffix = own if own in IMAGE_EXTENSIONS else ".jpg"
+            target = unique_name(folder, stem, suffix)
+            target.write_bytes(data)
+            saved.append(target)
+    except BaseException:
+        _drop_upload(folder)  # half an upload is no upload
+        raise
     return saved
 
 
 def _fetch(url: str, limit: int) -> bytes:
-    """GET an http(s) URL, at most ``limit`` bytes (only with --allow-url-fetch)."""
-    import urllib.error
-    import urllib.request
+    """GET a public http(s) URL, at most ``limit`` bytes (only with --allow-url-fetch); one
+    400 message for every failure (see :mod:`lookalike.server.fetch`)."""
+    from lookalike.server.fetch import FetchFailed, fetch_url
 
     if not re.match(r"^https?://", url, re.IGNORECASE):
         raise HTTPException(400, "url: only http and https addresses can be fetched")
-    request = urllib.request.Request(url, headers={"User-Agent": "lookalike"})
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310 - opt-in
-            data = response.read(limit + 1)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise HTTPException(400, f"url: cannot fetch {url}: {exc}") from None
-    if len(data) > limit:
-        raise BodyTooLarge(limit)
-    return data
+        return fetch_url(url, limit)
+    except FetchFailed as exc:
+        log.info("url fetch refused or failed: %s", exc.reason)
+        raise HTTPException(400, str(exc)) from None

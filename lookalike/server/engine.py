@@ -269,6 +269,12 @@ def _status_of(exc: BaseException) -> int:
         return 403
     if isinstance(exc, LockedError):
         return 409
+    from lookalike.catalog import READ_ONLY_ERRNOS, StorageUnavailable
+
+    if isinstance(exc, StorageUnavailable) or (
+        isinstance(exc, OSError) and exc.errno in READ_ONLY_ERRNOS
+    ):
+        return 503  # a read-only, damaged or full index folder
     if isinstance(exc, ImageError | ValueError):
         return 400
     return 500
@@ -294,13 +300,14 @@ class AddProgress:
         self.start_time = time.time()
         self.unchanged = 0
 
-    def count_work(self, catalog) -> int:
-        """Scan the roots: total files, and how many are unchanged (done already)."""
+    def count_work(self, catalog, paths: list[str] | None = None) -> int:
+        """Scan the roots (or ``paths``, what the add will index of them): total files, and
+        how many are unchanged (done already)."""
         from lookalike.pipeline import scan
 
         known = catalog.files_by_path()
         total = 0
-        for path, st, _error in scan([Path(r) for r in self.roots]):
+        for path, st, _error in scan([Path(r) for r in (self.roots if paths is None else paths)]):
             total += 1
             row = known.get(path)
             same = row is not None and st is not None and row.size == st.st_size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import sys
@@ -58,6 +59,8 @@ def serve(
     except OSError as exc:
         print(f"lookalike: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if config.host != host:  # the Host header check accepts the address listened on
+        config = dataclasses.replace(config, host=host)
     app = create_app(config)
     url = address_of(sock)
     if quiet:
@@ -84,7 +87,22 @@ def serve(
             )
         if not _is_loopback(host):
             print(f"  warning: listening on {host}, reachable from other machines", flush=True)
+        if config.allow_hosts and "*" not in [h.strip() for h in config.allow_hosts]:
+            print("  host names accepted too: " + ", ".join(config.allow_hosts), flush=True)
+        if config.allow_url_fetch:
+            print(
+                "  warning: --allow-url-fetch lets anyone who reaches the server make it "
+                "download public URLs",
+                flush=True,
+            )
         print("  Ctrl+C stops it.", flush=True)
+    if "*" in [h.strip() for h in config.allow_hosts]:
+        print(
+            "lookalike: warning: --allow-host '*' turns off the Host check: any web page the "
+            "user opens can read this collection (DNS rebinding)",
+            file=sys.stderr,
+            flush=True,
+        )
     server = uvicorn.Server(
         uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5, access_log=False)
     )
