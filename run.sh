@@ -2,7 +2,7 @@
 # One entry point for a fresh machine:
 #   ./run.sh demo    install into .venv, index the built-in sample photos, search them, then
 #                    serve them in the web app (lookalike serve; prints the address)
-#   ./run.sh test    install into .venv, lint, run the whole test suite
+#   ./run.sh test    install into .venv, lint, check formatting and types, run the whole test suite
 #   ./run.sh bench   install into .venv, run the benchmarks (see bench/README.md)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,6 +54,9 @@ case "$cmd" in
     test)
         install
         "$VENV/bin/ruff" check .
+        # not `.`: ruff would also format the code blocks of the Markdown files
+        "$VENV/bin/ruff" format --check lookalike bench tests scripts
+        "$VENV/bin/mypy"  # the files and settings: [tool.mypy] in pyproject.toml
         browser
         exec "$VENV/bin/python" -m pytest "$@"
         ;;

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.indexing import cores, large_jpegs
+from bench.report import Row, render
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -27,8 +28,6 @@ PARTS = (
     "indexing", "search", "copies", "copydetect", "dups", "features", "load", "text", "scale",
     "quality", "stress", "memory",
 )  # fmt: skip
-
-Row = tuple[str, str, str, str]
 
 
 def find_photos(given: Path | None) -> tuple[Path | None, str]:
@@ -246,19 +245,6 @@ def copies_rows(r: dict) -> list[Row]:
         )
     )
     return rows
-
-
-def render(rows: Sequence[Row]) -> str:
-    """A plain-text table with a header."""
-    header: Row = ("figure", "value", "baseline / limit (same run)", "verdict")
-    table = [header, *rows]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
-    lines = []
-    for i, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(widths[j]) for j, cell in enumerate(row)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ def dups_rows(r: dict) -> list[tuple[str, str, str, str]]:
 
 
 def main() -> None:
-    from bench.__main__ import render
+    from bench.report import render
 
     result = measure_dups()
     print(render(dups_rows(result)))

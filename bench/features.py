@@ -94,12 +94,12 @@ def measure_speed(col: Collection, root: Path, count: int = SPEED_IMAGES) -> dic
     deep = col.feature
     out["deep"] = _rate(lambda: deep.encode(np.stack([deep.preprocess(i) for i in images])), count)
     for name in OTHER_MODELS:  # lite2: its own model and preprocessing
-        m = col._model(name)
+        m = col.models.model(name)
         out[name] = _rate(lambda m=m: m.encode(np.stack([m.preprocess(i) for i in images])), count)
     vectors = deep.encode(np.stack([deep.preprocess(i) for i in images]))
     for name, info in all_features().items():
         if info.source == "learned":
-            model = col._learned_model(name)
+            model = col.models.learned(name)
             code_rate = _rate(lambda m=model: m.encode(vectors), count)
             out[name] = 1.0 / (1.0 / out["deep"] + 1.0 / code_rate)
     return out

@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        from bench.__main__ import render
+        from bench.report import render
 
         print(render(load_rows(r)))
     return 0 if r["server_errors"] == 0 else 1

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json or args.no_baseline:
         print(json.dumps(r, indent=2))
     else:
-        from bench.__main__ import render
+        from bench.report import render
 
         print(render(memory_rows(r)))
     return 0

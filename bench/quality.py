@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.copies import DATASETS, _duplicates
-from lookalike.collection import MIN_SIDE
 from lookalike.eval.labels import load_labelled_set
 from lookalike.eval.retrieval import evaluate_scores
 from lookalike.eval.transforms import STANDARD
 from lookalike.features.deep import _session
 from lookalike.features.efficientnet import VARIANTS, cache_dir, model_path, preprocess
+from lookalike.features.models import MIN_SIDE
 from lookalike.features.pooling import average_pool, gem, l2_normalize, rmac
 from lookalike.features.whiten import Whitening
 from lookalike.images import load_image
@@ -253,7 +253,7 @@ def measure_dataset(name: str) -> dict:
     print(f"  {name}: " + ", ".join(f"{k} {v:.1f} ms/image" for k, v in speed.items()),
           file=sys.stderr)  # fmt: skip
 
-    from lookalike.tune import evaluate_splits
+    from lookalike.eval.tuning import evaluate_splits
 
     tune = [r.as_dict() for r in evaluate_splits(db, np.asarray(labels), excluded)]
     return {

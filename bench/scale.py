@@ -31,6 +31,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.report import Row, render
+
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = REPO.parent / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "scale.json"
@@ -38,9 +40,6 @@ DIM = 1280
 K = 10
 CHUNK = 50_000
 GOAL_MS, GOAL_RECALL, GOAL_BOUND = 5.0, 0.95, 1.5
-
-Row = tuple[str, str, str, str]
-
 
 # -- data -----------------------------------------------------------------------------------------
 
@@ -389,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("LOOKALIKE_CACHE", str(Path.home() / ".cache" / "lookalike"))
     r = measure_scale(args.n, args.queries, args.work)
-    from bench.__main__ import render
-
     print(render(scale_rows(r)))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(r, indent=2) + "\n")

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
     else:
-        from bench.__main__ import render
+        from bench.report import render
 
         print(render(stress_rows(r)))
     return 0 if r["errors"] == 0 else 1

@@ -141,7 +141,7 @@ def synthetic_collection(folder: Path, n: int = N, seed: int = 0):
     """A collection of ``n`` images that exist only in its catalog (classes only)."""
     import lookalike
     from lookalike.catalog import NewContent
-    from lookalike.collection import MODEL_NAME
+    from lookalike.features.models import MODEL_NAME
     from lookalike.features.registry import CLASSES
 
     col = lookalike.open(folder)

@@ -2,102 +2,64 @@
 
 The catalog is the store of record. Vectors live here too, in the same transactions as the
 files they belong to, so a crash can never leave a file marked done without its vector. Search
-indexes (``lookalike.index``) are caches rebuilt from it when they fall behind.
+indexes (``lookalike.index``) are caches rebuilt from it when they fall behind. Every SQL
+statement lives in the ``catalog*`` modules: this one (:class:`Catalog` and its records),
+``catalog_schema`` (version, migrations), ``catalog_metadata`` (the metadata table),
+``catalog_filters`` (filters compiled to SQL), ``catalog_sqlite`` (connection, errors,
+transactions) and ``catalog_paths`` (paths in normal form).
 """
 
 from __future__ import annotations
 
-import errno
-import os
+import contextlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 4
+from lookalike import catalog_schema
+from lookalike.catalog_metadata import MetadataTables
+from lookalike.catalog_paths import normal_path, path_inside
+from lookalike.catalog_schema import MIGRATIONS, SCHEMA_VERSION
+from lookalike.catalog_sqlite import (
+    CatalogDamaged,
+    CatalogError,
+    ReadOnlyError,
+    StorageFullError,
+    StorageUnavailable,
+    Transaction,
+    chunks,
+    configure,
+    connect,
+    converted_error,
+    damaged_error,
+    read_only_error,
+)
+from lookalike.errors import READ_ONLY_ERRNOS
 
-# Migration N brings a catalog from version N-1 to version N: SQL statements, or a function
-# given the catalog (inside the migration's transaction). Never edit a released migration;
-# append a new one and bump SCHEMA_VERSION.
-MIGRATIONS: dict[int, str | Callable[[Catalog], object]] = {
-    1: """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    );
-    CREATE TABLE contents (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        sha256     TEXT NOT NULL UNIQUE,
-        width      INTEGER NOT NULL,
-        height     INTEGER NOT NULL,
-        format     TEXT,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE files (
-        id         INTEGER PRIMARY KEY AUTOINCREMENT,
-        path       TEXT NOT NULL UNIQUE,
-        size       INTEGER NOT NULL,
-        mtime_ns   INTEGER NOT NULL,
-        content_id INTEGER REFERENCES contents(id),
-        error      TEXT,
-        added_at   REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        CHECK ((content_id IS NULL) <> (error IS NULL))
-    );
-    CREATE INDEX files_content ON files(content_id);
-    CREATE TABLE vectors (
-        content_id INTEGER NOT NULL REFERENCES contents(id) ON DELETE CASCADE,
-        feature    TEXT NOT NULL,
-        vector     BLOB NOT NULL,
-        PRIMARY KEY (content_id, feature)
-    );
-    """,
-    # many features per image: find one feature's vectors without scanning the others
-    2: """
-    CREATE INDEX vectors_by_feature ON vectors(feature, content_id);
-    """,
-    # metadata attached to images by path (kept across re-indexing; attachable before it).
-    # ``value`` has no declared type: integers and reals stay numbers, text stays text.
-    3: """
-    CREATE TABLE metadata (
-        path  TEXT NOT NULL,
-        key   TEXT NOT NULL,
-        value NOT NULL,
-        PRIMARY KEY (path, key)
-    ) WITHOUT ROWID;
-    CREATE INDEX metadata_by_key ON metadata(key, value);
-    """,
-    # paths in normal form (no `..`, `.` or `//`): rows of one file under two spellings merge
-    4: lambda catalog: catalog.normalize_paths(),
-}
-
-#: errno values of a write refused because the storage is read-only or not ours to write.
-READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-def normal_path(path: str | os.PathLike) -> str:
-    """``path`` as the catalog keeps it: absolute and in normal form, lexically (``..``, ``.``
-    and repeated separators removed, as :func:`os.path.abspath` does; a leading ``//`` too),
-    and valid UTF-8 (SQLite text must be: undecodable bytes of a name are kept as ``\\xNN``,
-    as the indexer stores such names)."""
-    if isinstance(path, bytes | bytearray):  # a blob written into the catalog by hand
-        path = os.fsdecode(bytes(path))
-    elif not isinstance(path, str | os.PathLike):
-        path = str(path)
-    out = os.path.abspath(os.fspath(path))
-    if out.startswith("//"):
-        out = "/" + out.lstrip("/")
-    try:
-        out.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            out = os.fsencode(out).decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
-            out = out.encode("utf-8", "backslashreplace").decode("utf-8")
-    return out
+__all__ = [
+    "MIGRATIONS",
+    "READ_ONLY_ERRNOS",
+    "SCHEMA_VERSION",
+    "Catalog",
+    "CatalogDamaged",
+    "CatalogError",
+    "FileRow",
+    "Hit",
+    "IndexedFile",
+    "NewContent",
+    "ReadOnlyError",
+    "StorageFullError",
+    "StorageUnavailable",
+    "counter",
+    "damaged_error",
+    "normal_path",
+    "path_inside",
+    "read_only_error",
+]
 
 
 def counter(value: object) -> int:
@@ -105,132 +67,6 @@ def counter(value: object) -> int:
     files of that generation are then rebuilt)."""
     text = str(value)
     return int(text) if text.isascii() and text.isdigit() else 0
-
-
-def path_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    """True when ``path`` lies inside ``folder`` both as written (in normal form) and once every
-    symbolic link on either side is resolved; ``folder`` itself is not inside."""
-    lexical, root = normal_path(path), normal_path(folder)
-    real, real_root = os.path.realpath(lexical), os.path.realpath(root)
-    for child, parent in ((lexical, root), (real, real_root)):
-        if child == parent or os.path.commonpath([child, parent]) != parent:
-            return False
-    return True
-
-
-class CatalogError(Exception):
-    """The catalog cannot be opened or used (too new, corrupt, wrong model)."""
-
-
-class StorageUnavailable(CatalogError):
-    """The index folder cannot be used as it is now (read-only, damaged, full): a problem of
-    the storage, not of the request (a server answers 503)."""
-
-
-class StorageFullError(StorageUnavailable):
-    """A write failed for want of space (disk full, quota, file size limit); rolled back."""
-
-
-class ReadOnlyError(StorageUnavailable):
-    """A write was refused: the index folder (or its catalog) is read-only or not ours."""
-
-
-class CatalogDamaged(StorageUnavailable, sqlite3.DatabaseError):
-    """The catalog file is damaged (a corrupt page, or not an SQLite database at all)."""
-
-
-def read_only_error(folder: str | os.PathLike, reason: object) -> ReadOnlyError:
-    """The clear error for a write refused in the index folder ``folder``."""
-    return ReadOnlyError(
-        f"cannot write to the index at {folder}: it is read-only ({reason}); make the folder "
-        "and its files writable by this user (or work on a copy) and run again"
-    )
-
-
-def damaged_error(path: Path, reason: object) -> CatalogDamaged:
-    """The clear error for a damaged catalog file, saying how to salvage it."""
-    return CatalogDamaged(
-        f"cannot use catalog {path}: it is damaged ({reason}); run `lookalike verify --repair --db "
-        f"{path.parent}` to salvage what can be read into a new catalog (the damaged file "
-        "is kept beside it)"
-    )
-
-
-def _converted(exc: sqlite3.Error, path: Path) -> Exception | None:
-    """The library's error for an SQLite error that means damage or a read-only folder."""
-    if isinstance(exc, CatalogError):
-        return None
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-        out: Exception = damaged_error(path, exc)
-    elif primary == sqlite3.SQLITE_READONLY or (
-        primary == sqlite3.SQLITE_CANTOPEN and not os.access(path.parent, os.W_OK)
-    ):
-        out = read_only_error(path.parent, exc)
-    else:
-        return None
-    out.sqlite_errorcode = code  # type: ignore[attr-defined]
-    out.sqlite_errorname = getattr(exc, "sqlite_errorname", "")  # type: ignore[attr-defined]
-    return out
-
-
-class _Cursor(sqlite3.Cursor):
-    """A cursor that reports a damaged or read-only catalog as the library's errors."""
-
-    def _fail(self, exc: sqlite3.Error) -> None:
-        converted = _converted(exc, self.connection.catalog_path)
-        if converted is not None:
-            raise converted from exc
-        raise exc
-
-    def execute(self, *args):  # type: ignore[override]
-        try:
-            return super().execute(*args)
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-    def executemany(self, *args):  # type: ignore[override]
-        try:
-            return super().executemany(*args)
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-    def fetchone(self):  # type: ignore[override]
-        try:
-            return super().fetchone()
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-    def fetchmany(self, *args):  # type: ignore[override]
-        try:
-            return super().fetchmany(*args)
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-    def fetchall(self):  # type: ignore[override]
-        try:
-            return super().fetchall()
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.Error as exc:
-            self._fail(exc)
-
-
-class _Connection(sqlite3.Connection):
-    """A connection whose statements run on :class:`_Cursor`."""
-
-    catalog_path: Path
-
-    def execute(self, *args):  # type: ignore[override]
-        return self.cursor(_Cursor).execute(*args)
-
-    def executemany(self, *args):  # type: ignore[override]
-        return self.cursor(_Cursor).executemany(*args)
 
 
 @dataclass(frozen=True)
@@ -257,6 +93,21 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class IndexedFile:
+    """An indexed file with its content: what a listing of the collection shows of it."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    added_at: float
+    content_id: int
+    width: int
+    height: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class NewContent:
     """A newly seen image content: its hash and original size."""
 
@@ -266,19 +117,7 @@ class NewContent:
     format: str
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None, factory=_Connection)
-    conn.catalog_path = path
-    return conn
-
-
-def _configure(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-
-
-class Catalog:
+class Catalog(MetadataTables):
     """Typed access to the catalog database at ``path``.
 
     With ``damaged_ok`` a damaged file still opens: ``damaged`` then holds the error, every
@@ -295,13 +134,13 @@ class Catalog:
                 f"the catalog {self.path} is a folder, not a file; move it aside and run again"
             )
         try:
-            self.conn = _connect(self.path)
+            self.conn = connect(self.path)
         except sqlite3.Error as exc:
-            raise _converted(exc, self.path) or CatalogError(
+            raise converted_error(exc, self.path) or CatalogError(
                 f"cannot open catalog {self.path}: {exc}"
             ) from exc
         try:
-            _configure(self.conn)
+            configure(self.conn)
             self._migrate()
         except CatalogDamaged as exc:
             if not damaged_ok:
@@ -322,33 +161,16 @@ class Catalog:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
 
     def _migrate(self) -> None:
-        current = self.schema_version
-        if current > SCHEMA_VERSION:
-            raise CatalogError(
-                f"catalog {self.path} has schema version {current}, newer than this lookalike "
-                f"understands ({SCHEMA_VERSION}); upgrade lookalike"
-            )
-        for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
-                if self.schema_version >= version:  # another process migrated it meanwhile
-                    continue
-                migration = MIGRATIONS[version]
-                if callable(migration):
-                    migration(self)
-                else:
-                    for statement in migration.split(";"):
-                        if statement.strip():
-                            self.conn.execute(statement)
-                self.conn.execute(f"PRAGMA user_version = {version}")
+        catalog_schema.migrate(self)
 
     def close(self) -> None:
         self.conn.close()
 
     # -- transactions -------------------------------------------------------------------------
 
-    def transaction(self) -> _Transaction:
+    def transaction(self) -> Transaction:
         """A write transaction: ``with catalog.transaction(): ...`` commits or rolls back."""
-        return _Transaction(self.conn, self.path)
+        return Transaction(self.conn, self.path)
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -414,7 +236,7 @@ class Catalog:
                 continue
             keep = max(group, key=lambda r: (r[2], r[0]))
             drop = [r[0] for r in group if r is not keep]
-            for chunk in _chunks(drop, 500):
+            for chunk in chunks(drop, 500):
                 self.conn.execute(
                     f"DELETE FROM files WHERE id IN ({','.join('?' * len(chunk))})", chunk
                 )
@@ -489,7 +311,8 @@ class Catalog:
             "INSERT INTO contents(sha256, width, height, format, created_at) VALUES (?,?,?,?,?)",
             (content.sha256, content.width, content.height, content.format, time.time()),
         )
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # set by every INSERT
+        return cur.lastrowid
 
     def put_vector(self, content_id: int, feature: str, vector: np.ndarray) -> None:
         """Store (or replace) the vector of ``feature`` for a content; any dtype, as bytes."""
@@ -521,7 +344,7 @@ class Catalog:
     def files_of_contents(self, content_ids: Iterable[int]) -> dict[int, FileRow]:
         """One file row (the first by path) for each content id that still has files."""
         out: dict[int, FileRow] = {}
-        for chunk in _chunks(list(content_ids), 500):
+        for chunk in chunks(list(content_ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 "SELECT id, path, size, mtime_ns, content_id, error FROM files "
@@ -535,7 +358,7 @@ class Catalog:
     def delete_files(self, file_ids: Iterable[int]) -> int:
         """Forget files; contents no file points at any more are dropped with their vectors."""
         ids = list(file_ids)
-        for chunk in _chunks(ids, 500):
+        for chunk in chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
             self.conn.execute(f"DELETE FROM files WHERE id IN ({marks})", chunk)
         self.delete_orphan_contents()
@@ -577,7 +400,7 @@ class Catalog:
     ) -> np.ndarray:
         """Vectors of ``feature`` for ``ids``, in that order, as ``[len(ids), dim]`` of dtype."""
         found: dict[int, bytes] = {}
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             found.update(
                 self.conn.execute(
@@ -592,7 +415,7 @@ class Catalog:
     def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[Hit]]:
         """Files attached to each content id, in path order."""
         out: dict[int, list[Hit]] = {}
-        for chunk in _chunks(list(content_ids), 500):
+        for chunk in chunks(list(content_ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 "SELECT f.id, f.path, c.id, c.width, c.height FROM files f "
@@ -604,138 +427,43 @@ class Catalog:
                 out.setdefault(row[2], []).append(Hit(*row))
         return out
 
-    # -- metadata -----------------------------------------------------------------------------
-
-    def put_metadata(self, records: Iterable[tuple[str, dict]], *, replace: bool = False) -> None:
-        """Attach ``{key: value}`` to paths; call inside a transaction.
-
-        Values are numbers or strings; None removes the key. With ``replace``, a path's other
-        keys are removed too. A path given twice: the later values win.
-        """
-        merged: dict[str, dict] = {}
-        for path, values in records:
-            merged.setdefault(normal_path(path), {}).update(values)
-        if replace:
-            self.conn.executemany("DELETE FROM metadata WHERE path = ?", [(p,) for p in merged])
-        self.conn.executemany(
-            "DELETE FROM metadata WHERE path = ? AND key = ?",
-            [(p, k) for p, values in merged.items() for k, v in values.items() if v is None],
-        )
-        self.conn.executemany(
-            "INSERT INTO metadata(path, key, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(path, key) DO UPDATE SET value = excluded.value",
-            [(p, k, v) for p, values in merged.items() for k, v in values.items() if v is not None],
-        )
-
-    def delete_metadata(self, paths: Iterable[str] | None = None) -> int:
-        """Remove the metadata of ``paths`` (default: all); returns how many values."""
-        if paths is None:
-            return self.conn.execute("DELETE FROM metadata").rowcount
-        cur = self.conn.executemany(
-            "DELETE FROM metadata WHERE path = ?", [(p,) for p in {normal_path(p) for p in paths}]
-        )
-        return cur.rowcount
-
-    def indexed_paths(self, paths: Iterable[str]) -> set[str]:
-        """Those of ``paths`` that are indexed (searchable) files."""
-        out: set[str] = set()
-        for chunk in _chunks(list(set(paths)), 500):
-            marks = ",".join("?" * len(chunk))
-            out.update(
-                r[0]
-                for r in self.conn.execute(
-                    f"SELECT path FROM files WHERE content_id IS NOT NULL AND path IN ({marks})",
-                    chunk,
-                )
-            )
-        return out
-
-    def has_metadata(self) -> bool:
-        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM metadata)").fetchone()[0] == 1
-
-    def metadata_of_paths(self, paths: Iterable[str]) -> dict[str, dict]:
-        """``{path: {key: value}}`` for those of ``paths`` that have metadata (keys sorted)."""
-        out: dict[str, dict] = {}
-        for chunk in _chunks(list(set(paths)), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT path, key, value FROM metadata WHERE path IN ({marks}) ORDER BY path, key",
-                chunk,
-            )
-            for path, key, value in rows:
-                out.setdefault(path, {})[key] = value
-        return out
-
-    def metadata_of_files(self, file_ids: Iterable[int]) -> dict[int, dict]:
-        """``{file id: {key: value}}`` for each known file id (an empty dict when it has none)."""
-        out: dict[int, dict] = {}
-        for chunk in _chunks([int(i) for i in set(file_ids)], 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                "SELECT f.id, m.key, m.value FROM files f "
-                f"LEFT JOIN metadata m ON m.path = f.path WHERE f.id IN ({marks}) "
-                "ORDER BY f.id, m.key",
-                chunk,
-            )
-            for file_id, key, value in rows:
-                values = out.setdefault(file_id, {})
-                if key is not None:
-                    values[key] = value
-        return out
-
-    def metadata_keys(self, max_values: int = 50) -> dict[str, dict]:
-        """Every metadata key of indexed files: its type (``number``, ``string`` or ``mixed``),
-        how many files have it, ``min``/``max`` of its numbers, and for strings the number of
-        ``distinct`` values and the ``max_values`` most frequent ones (sorted)."""
+    def indexed_files(self) -> list[IndexedFile]:
+        """Every indexed file (one with a content), in path order."""
         rows = self.conn.execute(
-            "SELECT m.key, "
-            "sum(typeof(m.value) IN ('integer', 'real')), sum(typeof(m.value) = 'text'), "
-            "min(CASE WHEN typeof(m.value) IN ('integer', 'real') THEN m.value END), "
-            "max(CASE WHEN typeof(m.value) IN ('integer', 'real') THEN m.value END), "
-            "count(DISTINCT CASE WHEN typeof(m.value) = 'text' THEN m.value END) "
-            "FROM metadata m JOIN files f ON f.path = m.path "
-            "WHERE f.content_id IS NOT NULL GROUP BY m.key ORDER BY m.key"
+            "SELECT f.id, f.path, f.size, f.mtime_ns, f.added_at, f.content_id, c.width, "
+            "c.height, c.sha256 FROM files f JOIN contents c ON c.id = f.content_id "
+            "ORDER BY f.path"
         ).fetchall()
-        out: dict[str, dict] = {}
-        for key, numbers, texts, low, high, distinct in rows:
-            kind = "mixed" if numbers and texts else "number" if numbers else "string"
-            entry: dict = {"type": kind, "count": int(numbers + texts)}
-            if numbers:
-                entry.update(min=low, max=high)
-            if texts:
-                values = self.conn.execute(
-                    "SELECT m.value FROM metadata m JOIN files f ON f.path = m.path "
-                    "WHERE m.key = ? AND typeof(m.value) = 'text' AND f.content_id IS NOT NULL "
-                    "GROUP BY m.value ORDER BY count(*) DESC, m.value LIMIT ?",
-                    (key, max_values),
+        return [IndexedFile(*row) for row in rows]
+
+    def content_ids_of_paths(self, paths: Iterable[str] | None = None) -> np.ndarray:
+        """The distinct content ids of the indexed files at ``paths`` (None: of every file)."""
+        if paths is None:
+            rows = self.conn.execute("SELECT DISTINCT content_id FROM files").fetchall()
+        else:
+            rows = []
+            for chunk in chunks(list(paths), 500):
+                marks = ",".join("?" * len(chunk))
+                rows += self.conn.execute(
+                    f"SELECT DISTINCT content_id FROM files WHERE path IN ({marks})", chunk
                 ).fetchall()
-                entry.update(
-                    distinct=int(distinct),
-                    values=sorted(v[0] for v in values),
-                    values_complete=distinct <= max_values,
-                )
-            out[key] = entry
-        return out
+        return np.asarray([r[0] for r in rows if r[0] is not None], dtype=np.int64)
 
-    def matching_files(
-        self, condition: str = "1", params: Sequence = (), folder: str | None = None
-    ) -> list[tuple[int, int]]:
-        """``(file id, content id)`` of indexed files satisfying a filter and inside a folder.
+    def highest_content_id(self) -> int:
+        """The highest content id ever given (ids are never reused); 0 before the first."""
+        row = self.conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'contents'"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
-        ``condition`` is SQL on ``files`` aliased ``f`` as ``lookalike.filters.to_sql`` makes it
-        (user values only in ``params``); ``folder`` an absolute path: the files inside it.
-        """
-        sql = (
-            "SELECT f.id, f.content_id FROM files f "
-            f"WHERE f.content_id IS NOT NULL AND ({condition})"
-        )
-        args = list(params)
-        if folder is not None:
-            folder = normal_path(folder)
-            prefix = folder.rstrip("/") + "/"
-            sql += " AND (f.path = ? OR substr(f.path, 1, ?) = ?)"
-            args += [folder, len(prefix), prefix]
-        return self.conn.execute(sql, args).fetchall()
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: the reads inside it all see the catalog as one moment."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
 
     def count_images(self) -> int:
         query = "SELECT count(*) FROM files WHERE content_id IS NOT NULL"
@@ -780,50 +508,30 @@ class Catalog:
             problems.append(f"sqlite integrity check: {integrity}")
         return problems
 
+    def file_with_content(
+        self, file_id: int
+    ) -> tuple[int, str, int, int, int, int, int, str] | None:
+        """``(id, path, size, mtime_ns, content_id, width, height, sha256)`` of the indexed file
+        ``file_id``, or None."""
+        return self.conn.execute(
+            "SELECT f.id, f.path, f.size, f.mtime_ns, f.content_id, c.width, c.height, c.sha256 "
+            "FROM files f JOIN contents c ON c.id = f.content_id WHERE f.id = ?",
+            (int(file_id),),
+        ).fetchone()
 
-class _Transaction:
-    def __init__(self, conn: sqlite3.Connection, path: Path | None = None) -> None:
-        self.conn = conn
-        self.path = path
+    def image_paths(self) -> list[str]:
+        """The paths of the indexed files (those with a content)."""
+        rows = self.conn.execute("SELECT path FROM files WHERE content_id IS NOT NULL")
+        return [path for (path,) in rows]
 
-    def __enter__(self) -> sqlite3.Connection:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _storage_error(exc, self.path) or exc from None
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            try:
-                self.conn.execute("COMMIT")
-                return
-            except sqlite3.Error as failure:
-                exc = failure
-        if self.conn.in_transaction:  # SQLite may have rolled back already (disk full)
-            self.conn.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            full = _storage_error(exc, self.path)
-            if full is not None:
-                raise full from exc
-            if exc_type is None:
-                raise exc
-
-
-def _storage_error(exc: sqlite3.Error, path: Path | None) -> StorageFullError | None:
-    """The clear error for a write that failed for want of space (SQLITE_FULL, or an I/O
-    error on writing, as a file size limit gives), else None."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is None or (code != sqlite3.SQLITE_FULL and code & 0xFF != sqlite3.SQLITE_IOERR):
-        return None
-    where = f"the index at {path.parent}" if path is not None else "the index"
-    hint = "" if code == sqlite3.SQLITE_FULL else " (is the disk full?)"
-    return StorageFullError(
-        f"cannot write to {where}: {exc}{hint}; this write was undone and "
-        "everything committed before it is kept: free some space and run again"
-    )
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    def count_written_since(self, roots: Iterable[str], since: float) -> int:
+        """How many files at or under the folders ``roots`` were written at ``since`` or later."""
+        written = 0
+        for root in roots:
+            prefix = root.rstrip("/") + "/"
+            written += self.conn.execute(
+                "SELECT count(*) FROM files WHERE updated_at >= ? "
+                "AND (path = ? OR substr(path, 1, ?) = ?)",
+                (since, root, len(prefix), prefix),
+            ).fetchone()[0]
+        return written

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 
 from PIL import Image, ImageOps
 
-from lookalike.collection import Collection, Match, QueryImage, _decode_query
+from lookalike.collection import Collection
+from lookalike.features.models import MIN_SIDE
 from lookalike.features.registry import DEEP
-from lookalike.images import ImageError, load_image
+from lookalike.images import ImageError, QueryImage, decode_query, load_image
+from lookalike.search import Match
 from lookalike.verify import candidate_features, query_features, verify_features
 
 # --- calibration: bench/check_calibration.py on mfood7 (500 photos indexed, seed 0; 20 indexed
@@ -153,10 +155,10 @@ def check_copy(
     start = time.perf_counter()
     threshold = MIN_INLIERS if min_inliers is None else min_inliers
     name = _query_name(query)
-    image = bounded_query(_decode_query(query))
+    image = bounded_query(decode_query(query, min_side=MIN_SIDE))
     if col.catalog.count_contents() == 0:
-        evidence = {"reason": "empty collection", "candidates": [], "inliers": 0}
-        return CheckResult(name, "no_copy", None, 0.0, evidence)
+        empty = {"reason": "empty collection", "candidates": [], "inliers": 0}
+        return CheckResult(name, "no_copy", None, 0.0, empty)
 
     parts = regions(image)
     vectors = col.describe(list(parts.values()), [DEEP.name])[DEEP.name]
@@ -192,7 +194,7 @@ def check_copy(
     top = ranked[0] if ranked else None
     near_identical = top is not None and top["cosine"] >= NEAR_IDENTICAL_COSINE
     inliers = best["verification"].inliers if best and best.get("verification") else 0
-    if near_identical and inliers < threshold:
+    if top is not None and near_identical and inliers < threshold:
         best = top
         inliers = best["verification"].inliers if best.get("verification") else 0
     verdict = "copy" if best is not None and (inliers >= threshold or near_identical) else "no_copy"

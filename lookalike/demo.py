@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import lookalike
 from lookalike.eval.samples import SamplesUnavailable, sample_photos
@@ -101,12 +101,9 @@ def run_demo(folder: Path, *, as_json: bool = False, progress: bool = False) -> 
         return 1
     catalogue = write_demo_catalogue(folder, photos_dir)
     with lookalike.open(folder / "index") as col:
-        extra = {}
-        if "metadata" in inspect.signature(col.add).parameters:
-            extra["metadata"] = catalogue
-        report = col.add([photos_dir], prune=True, progress=progress, **extra)
+        report = col.add([photos_dir], prune=True, progress=progress, metadata=catalogue)
         found = 0
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, transform in DEMO_QUERIES:
             query = queries_dir / f"{name}-{transform}.jpg"
             matches = col.search(query, k=3)
@@ -123,16 +120,21 @@ def run_demo(folder: Path, *, as_json: bool = False, progress: bool = False) -> 
                 }
             )
     if as_json:
-        print(json.dumps({"index": str(folder / "index"), "indexed": report.as_dict(),
-                          "queries": rows, "found": found}))
+        summary = {
+            "index": str(folder / "index"),
+            "indexed": report.as_dict(),
+            "queries": rows,
+            "found": found,
+        }
+        print(json.dumps(summary))
     else:
         print(f"demo collection: {report.embedded + report.unchanged} photos in {photos_dir}")
         print(f"index: {folder / 'index'}\n")
         print(f"  {'query':<40} {'top match':<28} {'score':>6}")
         for row in rows:
             mark = "ok" if row["found"] else "MISS"
-            top = Path(row["top"]).name if row["top"] else "-"
-            print(f"  {Path(row['query']).name:<40} {top:<28} {row['score']:>6}  {mark}")
+            shown = Path(row["top"]).name if row["top"] else "-"
+            print(f"  {Path(row['query']).name:<40} {shown:<28} {row['score']:>6}  {mark}")
         print(f"\n{found} of {len(rows)} altered copies found their original first.")
         print(f"Try your own: lookalike search --db {folder / 'index'} IMAGE")
         print(f"In a browser: lookalike serve --db {folder / 'index'}")

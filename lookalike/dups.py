@@ -205,23 +205,19 @@ def similarity_groups(
 
 def _file_table(col) -> dict[int, list[FileInfo]]:
     """Every indexed file as a dict, by content id."""
-    rows = col.catalog.conn.execute(
-        "SELECT f.id, f.path, f.size, f.mtime_ns, f.added_at, f.content_id, c.width, c.height "
-        "FROM files f JOIN contents c ON c.id = f.content_id ORDER BY f.path"
-    ).fetchall()
     out: dict[int, list[FileInfo]] = {}
-    for fid, path, size, mtime_ns, added_at, cid, width, height in rows:
-        out.setdefault(cid, []).append(
+    for row in col.catalog.indexed_files():
+        out.setdefault(row.content_id, []).append(
             {
-                "id": fid,
-                "path": path,
-                "size": size,
-                "width": width,
-                "height": height,
-                "mtime_ns": mtime_ns,
-                "mtime": mtime_ns / 1e9,
-                "added": added_at,
-                "content_id": cid,
+                "id": row.id,
+                "path": row.path,
+                "size": row.size,
+                "width": row.width,
+                "height": row.height,
+                "mtime_ns": row.mtime_ns,
+                "mtime": row.mtime_ns / 1e9,
+                "added": row.added_at,
+                "content_id": row.content_id,
             }
         )
     return out
@@ -308,6 +304,7 @@ def find_duplicates(
         groups.sort(key=lambda g: (-len(g.files), g.keeper["path"]))
         return groups
     limit = threshold if threshold is not None else PRESETS[preset]
+    assert limit is not None  # every preset but "exact" (answered above) has a threshold
     if DEEP_FEATURE not in col.features:
         raise ValueError("near/similar duplicates need the 'deep' feature in the collection")
     from lookalike.features.registry import info

@@ -1,8 +1,9 @@
-"""Filters on image metadata: a small expression language, a dict form, and their SQL.
+"""Filters on image metadata: a small expression language and a dict form, as one tree.
 
 Both forms become one tree of :class:`Condition`, :class:`And`, :class:`Or` and :class:`Not`
-nodes, which :func:`to_sql` compiles into a parameterised SQL condition on the catalog's
-``files`` table (alias ``f``). User values only ever travel as SQL parameters.
+nodes, which :func:`lookalike.catalog_filters.to_sql` compiles into a parameterised SQL
+condition on the catalog's ``files`` table (alias ``f``). User values only ever travel as SQL
+parameters.
 
 Expression grammar (keywords in any case)::
 
@@ -43,20 +44,39 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lookalike import catalog_filters
+from lookalike.filter_tree import (
+    MAX_PARAMETERS,
+    PATH_FIELD,
+    And,
+    Condition,
+    FilterError,
+    Node,
+    Not,
+    Or,
+    Value,
+    as_number,
+    typed_values,
+)
+
 __all__ = [
+    "MAX_PARAMETERS",
+    "PATH_FIELD",
     "And",
     "Condition",
     "FilterError",
+    "Node",
     "Not",
     "Or",
+    "Value",
     "as_filter",
+    "as_number",
     "filter_from_dict",
     "load_json",
     "parse_filter",
     "to_sql",
+    "typed_values",
 ]
-
-Value = str | int | float
 
 #: Longest expression accepted, in characters, and deepest nesting of parentheses / ``not``.
 MAX_LENGTH = 20_000
@@ -65,67 +85,10 @@ MAX_DEPTH = 64
 MAX_CONDITIONS = 500
 #: Deepest nesting of arrays and objects accepted by :func:`load_json`.
 MAX_JSON_DEPTH = 64
-#: SQLite's limit on parameters is 32766; stay below it.
-MAX_PARAMETERS = 30_000
-
-#: The pseudo-field naming the file's own path.
-PATH_FIELD = "path"
-
-_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_LEADING_ZERO = re.compile(r"[+-]?0\d")
-
-
-class FilterError(ValueError):
-    """A filter that cannot be read: the message says what and where."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``field op values``; op is one of eq ne lt le gt ge in nin like nlike null notnull."""
-
-    field: str
-    op: str
-    values: tuple[Value, ...] = ()
-
-
-@dataclass(frozen=True)
-class And:
-    items: tuple
-
-
-@dataclass(frozen=True)
-class Or:
-    items: tuple
-
-
-@dataclass(frozen=True)
-class Not:
-    item: object
-
-
-Node = Condition | And | Or | Not
 
 _COMPARISONS = {"=": "eq", "==": "eq", "!=": "ne", "<>": "ne", "<": "lt", "<=": "le",
                 ">": "gt", ">=": "ge"}  # fmt: skip
-_SQL_OPS = {"eq": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _KEYWORDS = {"and", "or", "not", "in", "like", "is", "null", "true", "false"}
-
-
-def as_number(text: str) -> int | float | None:
-    """The number ``text`` spells (``"12"``, ``"-3.5"``, ``"1e3"``), or None.
-
-    Not a number: empty text, ``nan``/``inf``, and integers with leading zeros (``"007"``, a
-    code rather than a quantity).
-    """
-    text = text.strip()
-    if not _NUMBER.fullmatch(text) or _LEADING_ZERO.match(text):
-        return None
-    if re.fullmatch(r"[+-]?\d{1,19}", text):  # int() of thousands of digits is refused
-        value = int(text)
-        if -(2**63) <= value < 2**63:
-            return value
-    value = float(text)
-    return value if math.isfinite(value) else None
 
 
 # -- tokens ------------------------------------------------------------------------------------
@@ -135,8 +98,13 @@ def as_number(text: str) -> int | float | None:
 class _Token:
     kind: str  # "name", "string", "number", "op", "(", ")", ",", "kw", "end"
     text: str  # as written
-    value: object
+    value: Value  # the string, number, keyword (lower case) or operator it stands for
     pos: int
+
+    def text_value(self) -> str:
+        """The value of a name or operator token (always text)."""
+        assert isinstance(self.value, str)
+        return self.value
 
 
 _TOKEN = re.compile(
@@ -165,22 +133,22 @@ def _tokenize(text: str) -> list[_Token]:
         match = _TOKEN.match(text, pos)
         if match is None:
             raise _error(text, pos, f"unexpected character {char!r}")
-        kind = match.lastgroup
+        group = match.lastgroup
         word = match.group()
-        if kind == "number":
+        if group == "number":
             tokens.append(_Token("number", word, _number_literal(text, pos, word), pos))
-        elif kind == "name":
+        elif group == "name":
             lower = word.lower()
             if lower in _KEYWORDS:
                 tokens.append(_Token("kw", word, lower, pos))
             else:
                 tokens.append(_Token("name", word, word, pos))
-        elif kind == "op":
+        elif group == "op":
             tokens.append(_Token("op", word, _COMPARISONS[word], pos))
-        elif kind == "punct":
+        elif group == "punct":
             tokens.append(_Token(word, word, word, pos))
         pos = match.end()
-    tokens.append(_Token("end", "", None, len(text)))
+    tokens.append(_Token("end", "", "", len(text)))
     return tokens
 
 
@@ -293,9 +261,9 @@ class _Parser:
             if self.token.kind == "kw" and self.token.value not in ("true", "false", "null"):
                 raise self.fail("a field name (quote a field named like a keyword in backticks)")
             raise self.fail("a field name")
-        field = self.take().value
+        field = self.take().text_value()
         if self.token.kind == "op":
-            op = self.take().value
+            op = self.take().text_value()
             return Condition(field, op, (self.value(),))
         negate = False
         if self.is_kw("not"):
@@ -481,130 +449,10 @@ def as_filter(where: str | Mapping | Node | None) -> Node | None:
     return filter_from_dict(where)
 
 
-# -- SQL ---------------------------------------------------------------------------------------
-
-_IS_NUMBER = "typeof(m.value) IN ('integer', 'real')"
-_IS_TEXT = "typeof(m.value) = 'text'"
-
-
-def _typed(value: Value) -> tuple[list[int | float], list[str]]:
-    """The numbers and the strings ``value`` compares with (a numeric string: both)."""
-    if isinstance(value, str):
-        number = as_number(value)
-        return ([number] if number is not None else []), [value]
-    return [value], []
-
-
-def _compare(op: str, value: Value, params: list) -> str:
-    numbers, texts = _typed(value)
-    parts = []
-    for number in numbers:
-        parts.append(f"({_IS_NUMBER} AND m.value {op} ?)")
-        params.append(number)
-    for text in texts:
-        parts.append(f"({_IS_TEXT} AND m.value {op} ?)")
-        params.append(text)
-    return "(" + " OR ".join(parts) + ")"
-
-
-def _member(values: tuple[Value, ...], params: list) -> str:
-    numbers: list[int | float] = []
-    texts: list[str] = []
-    for value in values:
-        n, t = _typed(value)
-        numbers += n
-        texts += t
-    parts = []
-    if numbers:
-        parts.append(f"({_IS_NUMBER} AND m.value IN ({','.join('?' * len(numbers))}))")
-        params.extend(numbers)
-    if texts:
-        parts.append(f"({_IS_TEXT} AND m.value IN ({','.join('?' * len(texts))}))")
-        params.extend(texts)
-    return "(" + " OR ".join(parts) + ")" if parts else "0"
-
-
-def _path_condition(cond: Condition, params: list) -> str:
-    values = [str(v) for v in cond.values]
-    if cond.op in ("null", "notnull"):
-        return "0" if cond.op == "null" else "1"
-    if cond.op in ("in", "nin"):
-        if not values:
-            return "0" if cond.op == "in" else "1"
-        params.extend(values)
-        return f"f.path {'NOT ' if cond.op == 'nin' else ''}IN ({','.join('?' * len(values))})"
-    params.append(values[0])
-    if cond.op in ("like", "nlike"):
-        return f"f.path {'NOT ' if cond.op == 'nlike' else ''}LIKE ? ESCAPE '\\'"
-    return f"f.path {'!=' if cond.op == 'ne' else _SQL_OPS[cond.op]} ?"
-
-
-def _condition(cond: Condition, params: list) -> str:
-    if cond.field == PATH_FIELD:
-        return _path_condition(cond, params)
-    params.append(cond.field)
-    head = "f.path IN (SELECT m.path FROM metadata m WHERE m.key = ?"
-    if cond.op == "null":
-        return "f.path NOT IN (SELECT m.path FROM metadata m WHERE m.key = ?)"
-    if cond.op == "notnull":
-        return head + ")"
-    if cond.op in ("eq", "lt", "le", "gt", "ge"):
-        return f"{head} AND {_compare(_SQL_OPS[cond.op], cond.values[0], params)})"
-    if cond.op == "ne":
-        return f"{head} AND NOT {_compare('=', cond.values[0], params)})"
-    if cond.op in ("in", "nin"):
-        member = _member(cond.values, params)
-        return f"{head} AND {'NOT ' if cond.op == 'nin' else ''}{member})"
-    if cond.op in ("like", "nlike"):
-        params.append(str(cond.values[0]))
-        negate = "NOT " if cond.op == "nlike" else ""
-        return f"{head} AND {negate}CAST(m.value AS TEXT) LIKE ? ESCAPE '\\')"
-    raise FilterError(f"unknown operator {cond.op!r}")
-
-
-def _balanced(parts: list[str], joiner: str) -> str:
-    """``parts`` joined by ``joiner`` as a balanced tree of parentheses.
-
-    SQLite nests ``a AND b AND c ...`` one level per term and refuses expressions deeper than
-    1000 levels; halving keeps a chain of ``n`` terms ``log2(n)`` deep.
-    """
-    if len(parts) <= 4:
-        return "(" + joiner.join(parts) + ")"
-    half = len(parts) // 2
-    return f"({_balanced(parts[:half], joiner)}{joiner}{_balanced(parts[half:], joiner)})"
-
-
-def _sql(node: Node, params: list) -> str:
-    if isinstance(node, Condition):
-        return _condition(node, params)
-    if isinstance(node, And):
-        return _balanced([_sql(item, params) for item in node.items], " AND ")
-    if isinstance(node, Or):
-        return _balanced([_sql(item, params) for item in node.items], " OR ")
-    if isinstance(node, Not):
-        return f"(NOT {_sql(node.item, params)})"
-    raise FilterError(f"not a filter node: {node!r:.200}")
-
-
 def to_sql(where: str | Mapping | Node | None) -> tuple[str, list]:
-    """``(sql, params)``: a condition on the catalog's ``files`` table aliased ``f``.
-
-    ``"1"`` (everything) when there is no filter.
-    """
-    node = as_filter(where)
-    if node is None:
-        return "1", []
-    params: list = []
-    sql = _sql(node, params)
-    if len(params) > MAX_PARAMETERS:
-        raise FilterError(f"filter is too large ({len(params)} values, at most {MAX_PARAMETERS})")
-    for param in params:
-        if isinstance(param, str):
-            try:
-                param.encode("utf-8")
-            except UnicodeEncodeError:  # e.g. bytes of another encoding in a command line
-                raise FilterError(f"filter text {param!r} is not valid UTF-8") from None
-    return sql, params
+    """``(sql, params)``: the filter ``where`` as a condition on the catalog's ``files`` table
+    aliased ``f`` (:func:`lookalike.catalog_filters.compile_filter`); ``"1"`` for no filter."""
+    return catalog_filters.compile_filter(as_filter(where))
 
 
 # -- JSON --------------------------------------------------------------------------------------

@@ -24,10 +24,14 @@ import struct
 import warnings
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError, features
+
+from lookalike.errors import BadInput
+from lookalike.pixels import BACKGROUND, cmyk_to_rgb, composite, reduce_image, to_uint8
 
 __all__ = [
     "BACKGROUND",
@@ -35,6 +39,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DecodedImage",
     "ImageError",
+    "QueryImage",
+    "decode_query",
     "load_image",
     "read_bytes",
 ]
@@ -75,8 +81,6 @@ IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(
     }
 )
 
-#: Fixed colour that transparent pixels are composited on.
-BACKGROUND: Final[tuple[int, int, int]] = (255, 255, 255)
 
 # ---------------------------------------------------------------------------------------------
 # One-time plugin registration and global Pillow settings.
@@ -86,7 +90,7 @@ try:  # HEIC / HEIF
 
     pillow_heif.register_heif_opener()
 except Exception:  # pragma: no cover - optional at runtime, declared as a dependency
-    pillow_heif = None
+    pass
 
 if not features.check("avif"):  # Pillow >= 11.2 decodes AVIF natively; else use the plugin
     with contextlib.suppress(Exception):
@@ -155,12 +159,13 @@ _DECODE_ERRORS: Final = (
 _TIFF_MAGIC: Final = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-class ImageError(Exception):
+class ImageError(BadInput):
     """A file that cannot be used; ``reason`` is a short human-readable message."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason: str = reason
+        self.http_status = 413 if reason.startswith("too big") else 400
 
 
 @dataclass(frozen=True)
@@ -339,7 +344,7 @@ def _decode(data: bytes, *, min_side: int, limit: int) -> DecodedImage:
                 return _decode_opencv(data, min_side=min_side, limit=limit, fmt=fmt)
             raise ImageError(f"truncated or corrupt: {_describe(e)}") from None
 
-        rgb = _reduce(_to_rgb(im, min_side), min_side)
+        rgb = reduce_image(_to_rgb(im, min_side), min_side)
         if orientation in _TRANSPOSE:
             rgb = rgb.transpose(_TRANSPOSE[orientation])
             if orientation >= 5:
@@ -359,7 +364,24 @@ def normalize_image(im: Image.Image, *, min_side: int = 448) -> Image.Image:
     """
     _check_size(*im.size, 0)
     im.load()
-    return _reduce(_to_rgb(im, min_side), min_side)
+    return reduce_image(_to_rgb(im, min_side), min_side)
+
+
+#: What a search takes as its query: a path, the bytes of an image file, or a PIL image.
+QueryImage = str | os.PathLike | bytes | Image.Image
+
+
+def decode_query(query: QueryImage, *, min_side: int = 448) -> Image.Image:
+    """A query image decoded (or, in memory already, normalised) as :func:`load_image` hands
+    images over; ``ImageError`` when it cannot be read."""
+    if isinstance(query, Image.Image):
+        return normalize_image(query, min_side=min_side)
+    if isinstance(query, bytes):
+        return load_image(query, min_side=min_side).image
+    path = Path(os.fspath(query)).expanduser()
+    if not path.exists():
+        raise ImageError(f"no such file: {path}")
+    return load_image(str(path), min_side=min_side).image
 
 
 #: EXIF segments (APP1 "Exif") a JPEG may have; cameras write one. Pillow joins them by
@@ -430,121 +452,39 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def _reduce_factor(size: tuple[int, int], min_side: int) -> int:
-    return min(size) // min_side if min_side else 1
-
-
-def _reduce(im: Image.Image, min_side: int) -> Image.Image:
-    """Box-reduce by the largest integer factor that keeps the shorter side >= min_side."""
-    factor = _reduce_factor(im.size, min_side)
-    return im.reduce(factor) if factor >= 2 else im
-
-
-def _composite(rgba: Image.Image, min_side: int = 0) -> Image.Image:
-    """Alpha-composite an RGBA image on BACKGROUND, reducing it like :func:`_reduce` on the way.
-
-    A large image is box-reduced in premultiplied space ("RGBa") first, which gives the same
-    result as compositing at full size and reducing afterwards, at about half the cost.
-    """
-    factor = _reduce_factor(rgba.size, min_side)
-    if factor >= 2:
-        rgba = rgba.convert("RGBa").reduce(factor).convert("RGBA")
-    out = Image.new("RGB", rgba.size, BACKGROUND)
-    out.paste(rgba, mask=rgba.getchannel("A"))
-    return out
-
-
-def _row_chunks(arr: np.ndarray, elements: int = 1 << 20) -> list[slice]:
-    """Slices of ``arr``'s first axis of about ``elements`` values each."""
-    per_row = max(1, arr.size // max(1, arr.shape[0])) if arr.ndim else 1
-    step = max(1, elements // per_row)
-    return [slice(i, i + step) for i in range(0, arr.shape[0] if arr.ndim else 1, step)]
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Scale a 16-bit / 32-bit int / float array to uint8 without clipping its range.
-
-    Works through the rows in chunks, so the temporary wide copies stay small whatever the size.
-    """
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.ndim == 0 or arr.size == 0:
-        return np.zeros(arr.shape, np.uint8)
-    chunks = _row_chunks(arr)
-    out = np.empty(arr.shape, np.uint8)
-    if arr.dtype == np.uint16 or (
-        arr.dtype.kind in "iu" and arr.min() >= 0 and arr.max() <= 0xFFFF
-    ):
-        # full 16-bit range -> 8 bit with rounding: round(v * 255 / 65535)
-        for c in chunks:
-            out[c] = (arr[c].astype(np.uint32) * 255 + 32767) // 65535
-        return out
-
-    def finite(c: slice) -> np.ndarray:
-        return np.nan_to_num(arr[c].astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-
-    lo = hi = None
-    for c in chunks:
-        a = finite(c)
-        lo = float(a.min()) if lo is None else min(lo, float(a.min()))
-        hi = float(a.max()) if hi is None else max(hi, float(a.max()))
-    if arr.dtype.kind == "f" and lo >= 0.0 and hi <= 1.0:
-        lo, hi = 0.0, 1.0  # normalised float data: keep absolute brightness
-    if hi <= lo:
-        out.fill(0)
-        return out
-    for c in chunks:
-        out[c] = np.rint((finite(c) - lo) * (255.0 / (hi - lo)))
-    return out
-
-
 def _to_rgb(im: Image.Image, min_side: int = 0) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing transparency on BACKGROUND.
 
-    Transparent images come back already reduced for ``min_side`` (see :func:`_composite`).
+    Transparent images come back already reduced for ``min_side`` (see
+    :func:`lookalike.pixels.composite`).
     """
     mode = im.mode
     if mode == "RGB" and "transparency" not in im.info:
         return im
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in im.info:
-        return _composite(im if mode == "RGBA" else im.convert("RGBA"), min_side)
+        return composite(im if mode == "RGBA" else im.convert("RGBA"), min_side)
     if mode == "CMYK":
-        return _cmyk_to_rgb(im)
+        return cmyk_to_rgb(im)
     if mode in ("L", "P", "1", "YCbCr", "RGBX", "HSV"):
         return im.convert("RGB")
     if mode.startswith("I") or mode == "F":  # I, I;16, I;16B, I;16L, I;16N, F
-        gray = _to_uint8(np.asarray(im))
+        gray = to_uint8(np.asarray(im))
         return Image.fromarray(gray, "L").convert("RGB")
     if mode == "LAB":
         from PIL import ImageCms
 
-        return ImageCms.applyTransform(
+        rgb = ImageCms.applyTransform(
             im,
             ImageCms.buildTransform(
                 ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
             ),
         )
+        assert rgb is not None  # None only for a transform in place
+        return rgb
     try:
         return im.convert("RGB")
     except ValueError:
         raise ImageError(f"unsupported pixel mode {mode}") from None
-
-
-def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
-    """CMYK -> RGB through the embedded ICC profile when there is one, else Pillow's formula."""
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
-
-            out = ImageCms.profileToProfile(
-                im, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
-            if out is not None:
-                return out
-        except Exception:  # broken or unsupported profile: fall back to the naive formula
-            pass
-    return im.convert("RGB")
 
 
 def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> DecodedImage:
@@ -565,7 +505,7 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
         raise ImageError("truncated or corrupt: cannot decode image data")
     height, width = arr.shape[:2]
     _check_size(width, height, limit)
-    arr = _to_uint8(arr)
+    arr = to_uint8(arr)
     if arr.ndim == 2:
         rgb = Image.fromarray(arr, "L").convert("RGB")
     elif arr.shape[2] == 1:
@@ -574,8 +514,8 @@ def _decode_opencv(data: bytes, *, min_side: int, limit: int, fmt: str) -> Decod
         rgb = Image.fromarray(np.ascontiguousarray(arr[:, :, ::-1]), "RGB")
     else:  # BGRA
         rgba = np.ascontiguousarray(arr[:, :, [2, 1, 0, 3]])
-        rgb = _composite(Image.fromarray(rgba, "RGBA"), min_side)
-    return DecodedImage(image=_reduce(rgb, min_side), width=width, height=height, format=fmt)
+        rgb = composite(Image.fromarray(rgba, "RGBA"), min_side)
+    return DecodedImage(image=reduce_image(rgb, min_side), width=width, height=height, format=fmt)
 
 
 _TIFF_TYPES: Final[dict[int, tuple[str, int]]] = {  # field type -> struct code, size

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -28,8 +28,20 @@ from lookalike.catalog import Catalog, CatalogDamaged, CatalogError, counter
 from lookalike.lock import WriterLock
 
 if TYPE_CHECKING:
-    from lookalike.collection import Collection
     from lookalike.features.registry import FeatureInfo
+    from lookalike.index.store import IndexStore
+
+
+class Collection(Protocol):
+    """What checking and mending need of a collection (:class:`lookalike.Collection`)."""
+
+    folder: Path
+    catalog: Catalog
+    store: IndexStore
+
+    def vector_features(self) -> list[FeatureInfo]: ...
+
+    def replace_catalog(self, catalog: Catalog) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,16 +91,6 @@ class IntegrityReport:
 
 
 _REINDEX = "run `lookalike index` on its folders again to compute them"
-
-
-def _specs(col: Collection) -> list[FeatureInfo]:
-    """The features the collection keeps vectors and index files for (fitted ones only)."""
-    out = []
-    for spec in col._stored(col.features):
-        if spec.source == "learned" and col._learned_model(spec.name) is None:
-            continue  # not fitted yet: no vectors expected
-        out.append(spec)
-    return out
 
 
 def _bad_values(conn: sqlite3.Connection, spec: FeatureInfo, block: int = 4096) -> list[int]:
@@ -297,7 +299,7 @@ def _index_problems(col: Collection, specs: list, generations: dict, wanted: dic
                 )
             )
             continue
-        index = col.store._read(path, spec)
+        index: Any = col.store.read(path, spec)  # a VectorIndex
         if index is None:
             problems.append(
                 Problem(
@@ -381,7 +383,7 @@ def verify(col: Collection) -> IntegrityReport:
         report.problems.append(_damaged(col.catalog.damaged))
         return report
     try:
-        specs = _specs(col)
+        specs = col.vector_features()
     except CatalogDamaged as exc:
         report.problems.append(_damaged(exc))
         return report
@@ -454,7 +456,7 @@ def repair(col: Collection) -> IntegrityReport:
             "generation",
         }
         if kinds & catalog_kinds:
-            done += _mend_catalog(col, _specs(col))
+            done += _mend_catalog(col, col.vector_features())
         done += _mend_index_files(col, before)
         after = verify(col)
     after.repaired = done
@@ -533,7 +535,7 @@ def _mend_catalog(col: Collection, specs: list) -> list[str]:
 
 def _mend_index_files(col: Collection, before: IntegrityReport) -> list[str]:
     """Rebuild damaged or wrong index files from the catalog, write missing ones, drop leftovers."""
-    specs = _specs(col)
+    specs = col.vector_features()
     bad = {
         p.message.split(":")[0]
         for p in before.problems
@@ -547,7 +549,7 @@ def _mend_index_files(col: Collection, before: IntegrityReport) -> list[str]:
                 if aside is not None:
                     done.append(f"moved the folder {path.name} aside to {aside.name}")
             done.append(f"rebuilt the {spec.name} index from the catalog")
-    col.store._cache.clear()
+    col.store.forget()
     folders = [p for spec in specs for _, p in col.store.files(spec.name) if p.is_dir()]
     tmp = list(col.folder.glob("*.tmp"))
     for path in folders + tmp:
@@ -645,8 +647,7 @@ def salvage(col: Collection) -> list[str]:
     except BaseException:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{fresh}{suffix}").unlink(missing_ok=True)
-        col.catalog = Catalog(old, damaged_ok=True)
-        col.store.catalog = col.catalog
+        col.replace_catalog(Catalog(old, damaged_ok=True))
         raise
     catalog.close()
     backup = _backup_name(old)
@@ -656,13 +657,7 @@ def salvage(col: Collection) -> list[str]:
     for suffix in ("", "-wal", "-shm"):
         if os.path.lexists(f"{fresh}{suffix}"):
             os.replace(f"{fresh}{suffix}", f"{old}{suffix}")
-    catalog = Catalog(old)
-    col.catalog = catalog
-    col.store.catalog = catalog
-    col.store._cache.clear()
-    col._learned.clear()
-    col._other_metric.clear()
-    col._lacking = None
+    col.replace_catalog(Catalog(old))
     done = [
         f"the catalog was damaged: moved it aside to {backup} and copied what could be read "
         f"into a new catalog: {kept['files']} files, {kept['contents']} images, "
@@ -682,7 +677,7 @@ def _copy_readable(
 ) -> tuple[Catalog, dict[str, int], list[str]]:
     """A new catalog at ``fresh`` with what can be read of ``old``; row counts, and the tables
     that could not be read in full."""
-    from lookalike.collection import MODEL_NAME
+    from lookalike.features.models import MODEL_NAME
     from lookalike.features.registry import LEARNED_BITS, all_features
 
     rows: dict[str, list[tuple]] = {}

@@ -6,8 +6,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from lookalike.errors import Busy
 
-class LockedError(Exception):
+
+class LockedError(Busy):
     """Another process is writing to the same index."""
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from lookalike.catalog import normal_path
+from lookalike.errors import BadInput
 from lookalike.filters import FilterError, as_number, load_json
 
 __all__ = ["FilterError", "MetadataError", "normalize_records", "parse_cell", "read_metadata"]
@@ -33,7 +34,7 @@ PATH_KEY = "path"
 MAX_KEY_LENGTH = 200
 
 
-class MetadataError(ValueError):
+class MetadataError(BadInput):
     """A metadata file or record that cannot be used; the message names the file and line."""
 
 
@@ -183,7 +184,8 @@ def _json_array(text: str, file: Path, base: Path) -> list[dict]:
 
 
 def _kind(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string"}.get(type(value), str(value))
+    kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+    return kinds.get(type(value), str(value))
 
 
 def normalize_value(key: str, value: object) -> str | int | float | None:

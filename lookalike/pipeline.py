@@ -1,10 +1,10 @@
 """Indexing: scan -> read, hash and decode in a pool of workers -> batched encode -> write.
 
-Each stage has one job. The scanner lists candidate files and compares them with the catalog
-(size and mtime); workers read each file once, hash it, and decode and preprocess it only when
-its content is new; the main process batches pixels through the model and commits every batch
-in one catalog transaction, so an interrupted run keeps all committed batches and a later run
-carries on from there.
+Each stage has one job. The scanner (:mod:`lookalike.scanning`) lists candidate files and
+compares them with the catalog (size and mtime); workers read each file once, hash it, and
+decode and preprocess it only when its content is new; the main process batches pixels through
+the model and commits every batch in one catalog transaction, so an interrupted run keeps all
+committed batches and a later run carries on from there.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import select
 import signal
-import stat
 import threading
 import time
 from collections import deque
@@ -27,14 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.catalog import Catalog, FileRow, NewContent
-from lookalike.images import IMAGE_EXTENSIONS, ImageError, load_image, read_bytes
+from lookalike.images import ImageError, load_image, read_bytes
+from lookalike.scanning import scan
 
 Preparer = Callable[..., np.ndarray]  # RGB image -> array, run in the workers
 
 #: Seconds one file may take in a decode worker (read, hash, decode, prepare) before it counts
 #: as hung: its worker is killed and the file recorded as an error.
 FILE_TIME_LIMIT = 120.0
-Encode = Callable[[np.ndarray], np.ndarray]  # stacked prepared arrays -> stored vectors
+#: stacked prepared arrays -> stored vectors (``{feature: vectors}`` for a job with ``also``)
+Encode = Callable[[np.ndarray], np.ndarray | dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -121,87 +122,6 @@ class IndexReport:
         if self.metadata is not None:
             out["metadata"] = self.metadata
         return out
-
-
-# -- scanning ----------------------------------------------------------------------------------
-
-
-#: A folder holding this file is a lookalike index (``Collection``'s catalog): its thumbnails,
-#: uploads and index files are never scanned as photos.
-INDEX_MARKER = "catalog.sqlite"
-
-
-def is_index_folder(folder: str | os.PathLike[str]) -> bool:
-    """Whether ``folder`` is a lookalike index folder (it holds the catalog file)."""
-    return os.path.isfile(os.path.join(folder, INDEX_MARKER))
-
-
-def scan(
-    roots: Iterable[Path], skipped: list[str] | None = None
-) -> Iterator[tuple[str, os.stat_result | None, str | None]]:
-    """Yield ``(path, stat, error)`` for every image file under ``roots``.
-
-    Folders are walked recursively without following symbolic links to folders, and hidden
-    folders (name starting with ``.``) are skipped, as are lookalike index folders (their
-    thumbnails and uploads are no photos of the collection; a root that is one is skipped as
-    well) whose paths are appended to ``skipped`` when given. A file named directly is always
-    yielded. A folder that cannot be listed is yielded with its error (``unreadable folder: ...``).
-    """
-    for root in roots:
-        if root.is_dir():
-            if is_index_folder(root):
-                if skipped is not None:
-                    skipped.append(str(root))
-                continue
-            failed: list[OSError] = []
-            walk = os.walk(root, followlinks=False, onerror=failed.append)
-            for folder, dirnames, filenames in walk:
-                kept = []
-                for d in sorted(dirnames):
-                    if d.startswith("."):
-                        continue
-                    if is_index_folder(os.path.join(folder, d)):
-                        if skipped is not None:
-                            skipped.append(os.path.join(folder, d))
-                        continue
-                    kept.append(d)
-                dirnames[:] = kept
-                for name in sorted(filenames):
-                    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
-                        yield _stat(os.path.join(folder, name))
-                yield from _unlisted(failed)
-            yield from _unlisted(failed)
-        else:
-            yield _stat(str(root))
-
-
-def _unlisted(failed: list[OSError]) -> Iterator[tuple[str, None, str]]:
-    while failed:
-        exc = failed.pop(0)
-        yield storable_path(str(exc.filename)), None, f"unreadable folder: {exc.strerror or exc}"
-
-
-def storable_path(path: str) -> str:
-    """``path`` as the catalog keeps it: a name that is not valid UTF-8 (SQLite text must be)
-    gets its undecodable bytes escaped as ``\\xNN``."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
-
-
-def _stat(path: str) -> tuple[str, os.stat_result | None, str | None]:
-    stored = storable_path(path)
-    if stored != path:  # recorded under its escaped name, never read
-        return stored, None, "unsupported file name: not valid UTF-8 (rename the file to index it)"
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        return path, None, f"unreadable: {exc.strerror or exc}"
-    if not stat.S_ISREG(st.st_mode):
-        return path, None, "unreadable: not a regular file"
-    return path, st, None
 
 
 # -- workers -----------------------------------------------------------------------------------
@@ -337,12 +257,14 @@ class _Writer:
         return frozenset(sha for sha in self.content_ids if not self.missing(sha))
 
     def take(self, result: FileResult) -> None:
+        sha = result.sha256  # set whenever prepared is
         if (
             result.prepared is not None
-            and result.sha256 not in self.batch
-            and self.missing(result.sha256)
+            and sha is not None
+            and sha not in self.batch
+            and self.missing(sha)
         ):
-            self.batch[result.sha256] = result
+            self.batch[sha] = result
         else:  # an error, or a content that is (or will be by this batch) complete: link only
             result.prepared = None
             self.waiting.append(result)
@@ -354,21 +276,23 @@ class _Writer:
         out: dict[str, dict[str, np.ndarray]] = {}
         for job in self.jobs:
             needing = [
-                r
-                for r in self.batch.values()
-                if self.missing(r.sha256) & set(job.features) and job.name in r.prepared
+                (sha, r.prepared)
+                for sha, r in self.batch.items()
+                if r.prepared is not None
+                and self.missing(sha) & set(job.features)
+                and job.name in r.prepared
             ]
             if not needing:
                 continue
             started = time.process_time()
-            vectors = job.encode(np.stack([r.prepared[job.name] for r in needing]))
+            vectors = job.encode(np.stack([prepared[job.name] for _, prepared in needing]))
             self.report.encode_cpu_s += time.process_time() - started
-            outputs = vectors if job.also else {job.name: vectors}
+            outputs = vectors if isinstance(vectors, dict) else {job.name: vectors}
             for name, rows in outputs.items():
                 lacking = {
-                    r.sha256: v
-                    for r, v in zip(needing, rows, strict=True)
-                    if name in self.missing(r.sha256)
+                    sha: v
+                    for (sha, _), v in zip(needing, rows, strict=True)
+                    if name in self.missing(sha)
                 }
                 if lacking:
                     out[name] = lacking
@@ -402,11 +326,13 @@ class _Writer:
                         result.path, result.size, result.mtime_ns, error=result.error
                     )
                 else:
+                    linked = result.sha256
+                    assert linked is not None  # a file read without error has its hash
                     self.catalog.upsert_file(
                         result.path,
                         result.size,
                         result.mtime_ns,
-                        content_id=ids.get(result.sha256) or self.content_ids[result.sha256],
+                        content_id=ids.get(linked) or self.content_ids[linked],
                     )
             if encoded:
                 self.catalog.bump_generation(encoded)
@@ -465,6 +391,7 @@ def run_index(
             else:
                 report.unchanged += 1
             continue
+        assert st is not None  # scan gives a stat with every path it gives no error for
         if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
             report.unchanged += 1
             unchanged.append(row)
@@ -618,7 +545,7 @@ class DecodePool:
                 else:
                     suspects.extend(lost)
                 continue
-            lost: list[Candidate] = []
+            lost = []
             for future in done:
                 chunk = pending.pop(future)
                 try:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import cv2
 
 RATIO = 0.75
 RANSAC_PX = 5.0
@@ -55,13 +59,13 @@ def _gray(image: Image.Image, max_side: int) -> np.ndarray:
     return np.asarray(gray)
 
 
-def _sift():
+def _sift() -> cv2.SIFT:
     import cv2
 
-    return cv2.SIFT_create(nfeatures=N_FEATURES)
+    return cv2.SIFT.create(nfeatures=N_FEATURES)
 
 
-def local_features(gray: np.ndarray, sift=None) -> Features:
+def local_features(gray: np.ndarray, sift: cv2.SIFT | None = None) -> Features:
     """SIFT keypoint positions and descriptors of a grayscale image."""
     keypoints, descriptors = (sift or _sift()).detectAndCompute(gray, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
@@ -130,14 +134,18 @@ def verify_features(query: tuple[Features, Features], candidate: Features) -> Ve
     return straight
 
 
-def query_features(image: Image.Image, *, max_side: int = 512, sift=None) -> tuple[Features, ...]:
+def query_features(
+    image: Image.Image, *, max_side: int = 512, sift: cv2.SIFT | None = None
+) -> tuple[Features, Features]:
     """Local features of ``image`` and of its horizontal mirror (computed once, reused)."""
     sift = sift or _sift()
     gray = _gray(image, max_side)
     return local_features(gray, sift), local_features(np.ascontiguousarray(gray[:, ::-1]), sift)
 
 
-def candidate_features(image: Image.Image, *, max_side: int = 512, sift=None) -> Features:
+def candidate_features(
+    image: Image.Image, *, max_side: int = 512, sift: cv2.SIFT | None = None
+) -> Features:
     """Local features of a database image."""
     return local_features(_gray(image, max_side), sift)
 
@@ -161,7 +169,7 @@ def same_photo_inliers(a: str | Path, b: str | Path, *, max_side: int = 0) -> in
     """
     import cv2
 
-    sift = cv2.SIFT_create()
+    sift = cv2.SIFT.create()
     feats = []
     for path in (a, b):
         gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

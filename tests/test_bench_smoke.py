@@ -52,7 +52,6 @@ def test_feature_latency_on_every_index_kind() -> None:
         assert measure_latency(info, n=200, queries=3) > 0
 
 
-
 def test_imagededup_hashing_baseline_without_torch(sample_photos) -> None:
     import sys
 

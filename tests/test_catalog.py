@@ -95,7 +95,7 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
 
 
 def test_migrations_upgrade_an_older_catalog_in_place(tmp_path: Path, monkeypatch) -> None:
-    import lookalike.catalog as catalog_module
+    import lookalike.catalog_schema as catalog_module
 
     path = tmp_path / "c.sqlite"
     old = Catalog(path)
@@ -116,7 +116,7 @@ def test_migrations_upgrade_an_older_catalog_in_place(tmp_path: Path, monkeypatc
 
 
 def test_failed_migration_leaves_the_catalog_as_it_was(tmp_path: Path, monkeypatch) -> None:
-    import lookalike.catalog as catalog_module
+    import lookalike.catalog_schema as catalog_module
 
     path = tmp_path / "c.sqlite"
     Catalog(path).close()
@@ -156,7 +156,7 @@ def test_features_generations_and_backfill_queries(tmp_path: Path) -> None:
 
 
 def test_version_1_catalog_gains_the_feature_index(tmp_path: Path, monkeypatch) -> None:
-    import lookalike.catalog as catalog_module
+    import lookalike.catalog_schema as catalog_module
 
     path = tmp_path / "c.sqlite"
     monkeypatch.setattr(catalog_module, "SCHEMA_VERSION", 1)

@@ -91,8 +91,13 @@ def test_bad_paths_and_queries(capsys, photos: Path, db: str, tmp_path: Path) ->
 
     run(capsys, "index", str(photos), "--db", db, "-q")
     status, out, err = run(
-        capsys, "search", "--json", str(tmp_path / "nope.jpg"), str(photos / "coffee.jpg"),
-        "--db", db,
+        capsys,
+        "search",
+        "--json",
+        str(tmp_path / "nope.jpg"),
+        str(photos / "coffee.jpg"),
+        "--db",
+        db,
     )
     assert status == 1
     lines = [json.loads(line) for line in out.splitlines()]
@@ -105,8 +110,14 @@ def test_bad_paths_and_queries(capsys, photos: Path, db: str, tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(
-    "argv", [["search"], ["search", "-k", "0", "x.jpg"], ["index"], ["frobnicate"],
-             ["index", "--workers", "many", "."]],
+    "argv",
+    [
+        ["search"],
+        ["search", "-k", "0", "x.jpg"],
+        ["index"],
+        ["frobnicate"],
+        ["index", "--workers", "many", "."],
+    ],
 )
 def test_usage_errors_exit_2(capsys, argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -126,7 +137,9 @@ def test_console_script_and_env_db(photos: Path, tmp_path: Path) -> None:
     assert done.stderr == ""  # quiet: no progress bar when not a terminal
     done = subprocess.run(
         [str(exe), "search", "-f", "-k", "1", str(photos / "chelsea.jpg")],
-        env=env, capture_output=True, text=True,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0 and done.stdout.strip() == str(photos / "chelsea.jpg")
     assert (tmp_path / "env-index" / "catalog.sqlite").exists()
@@ -150,8 +163,9 @@ def test_features_command_and_feature_search(capsys, photos: Path, db: str) -> N
     )
     best = json.loads(out)["results"][0]
     assert best["path"].endswith("rocket.jpg") and best["distance"] == 0 and best["score"] == 1
-    status, _, err = run(capsys, "search", "--feature", "pdq", str(photos / "rocket.jpg"),
-                         "--db", db)
+    status, _, err = run(
+        capsys, "search", "--feature", "pdq", str(photos / "rocket.jpg"), "--db", db
+    )
     assert status == 1 and "--features +pdq" in err
     status, _, err = run(capsys, "index", str(photos), "--db", db, "--features", "sift")
     assert status == 1 and "unknown feature" in err
@@ -190,8 +204,14 @@ def test_check_command(capsys, photos: Path, db: str, tmp_path: Path, sample_pho
     unrelated = tmp_path / "unrelated.jpg"
     sample_photos["page"].save(unrelated)
     status, out, err = run(
-        capsys, "check", "--json", str(suspect), str(unrelated), str(photos / "broken.jpg"),
-        "--db", db,
+        capsys,
+        "check",
+        "--json",
+        str(suspect),
+        str(unrelated),
+        str(photos / "broken.jpg"),
+        "--db",
+        db,
     )
     assert status == 1 and "cannot read query" in err  # the broken file; the others went on
     lines = [json.loads(line) for line in out.splitlines()]

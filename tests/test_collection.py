@@ -101,8 +101,9 @@ def test_bad_files_are_recorded_and_the_run_goes_on(col, photos: Path) -> None:
     report = col.add([photos], workers=2)
     assert report.embedded == 6
     failed = dict(report.errors)
-    assert set(failed) == {str(photos / n) for n in
-                           ("empty.jpg", "noise.png", "truncated.jpg", "broken-link.jpg")}
+    assert set(failed) == {
+        str(photos / n) for n in ("empty.jpg", "noise.png", "truncated.jpg", "broken-link.jpg")
+    }
     assert "empty" in failed[str(photos / "empty.jpg")]
     assert "truncated" in failed[str(photos / "truncated.jpg")]
     assert col.info()["errors"] == 4

@@ -22,8 +22,12 @@ def test_kill_9_then_resume(tmp_path: Path) -> None:
     committed_before = []
     # Kill at several moments: while starting, after the first commits, further on.
     for wait_for in (0, 8, 60):
-        proc = subprocess.Popen(index_command(photos, db), start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            index_command(photos, db),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 60
         while committed_files(db) < wait_for and proc.poll() is None:
             if time.monotonic() > deadline:
@@ -59,8 +63,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_committed_work(tmp_path: Path) -> None:
     photos, db = tmp_path / "photos", tmp_path / "index"
     make_images(photos, 400, seed=4, size=400)
     proc = subprocess.Popen(
-        index_command(photos, db), start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        index_command(photos, db),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         # as from a shell: Ctrl+C handled, whatever this test process does with SIGINT
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

@@ -244,7 +244,7 @@ def test_metadata_reads_keys_and_merges(shop_catalog: Catalog) -> None:
 
 
 def test_version_2_catalog_gains_the_metadata_table(tmp_path: Path, monkeypatch) -> None:
-    import lookalike.catalog as catalog_module
+    import lookalike.catalog_schema as catalog_module
 
     path = tmp_path / "c.sqlite"
     monkeypatch.setattr(catalog_module, "SCHEMA_VERSION", 2)
@@ -262,9 +262,7 @@ def test_version_2_catalog_gains_the_metadata_table(tmp_path: Path, monkeypatch)
     assert current.files_by_path()["/x/a.jpg"].content_id == content  # data kept
     with current.transaction():
         current.put_metadata([("/x/a.jpg", {"n": 12, "s": "12", "f": 1.5})])
-    stored = current.conn.execute(
-        "SELECT key, typeof(value) FROM metadata ORDER BY key"
-    ).fetchall()
+    stored = current.conn.execute("SELECT key, typeof(value) FROM metadata ORDER BY key").fetchall()
     assert stored == [("f", "real"), ("n", "integer"), ("s", "text")]  # no type coercion
     assert current.metadata_of_paths(["/x/a.jpg"])["/x/a.jpg"] == {"f": 1.5, "n": 12, "s": "12"}
     plan = " ".join(
@@ -564,8 +562,9 @@ def test_cli_metadata_and_where(capsys, tmp_path: Path) -> None:
     csv = tmp_path / "products.csv"
     csv.write_text(
         "path,category,price\n"
-        + "".join(f"shop/{p.name},{'shoes' if n < 3 else 'hats'},{n * 10}\n"
-                  for n, p in enumerate(images))  # fmt: skip
+        + "".join(
+            f"shop/{p.name},{'shoes' if n < 3 else 'hats'},{n * 10}\n" for n, p in enumerate(images)
+        )
         + "shop/missing.jpg,shoes,1\n",
         encoding="utf-8",
     )

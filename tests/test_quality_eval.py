@@ -13,11 +13,12 @@ from PIL import Image, ImageDraw
 
 from lookalike.eval.labels import load_labelled_set
 from lookalike.eval.retrieval import evaluate_scores, query_metrics, summarise
+from lookalike.eval.tuning import evaluate_splits, split_by_class, split_by_image
 from lookalike.features.pooling import average_pool, gem, l2_normalize
+from lookalike.features.projection import Projection
 from lookalike.features.whiten import Whitening
 from lookalike.index.expanded import ExpandedIndex
 from lookalike.index.expansion import augment_database, expand_queries
-from lookalike.tune import Projection, evaluate_splits, split_by_class, split_by_image
 
 # -- metrics against hand-computed values -------------------------------------------------------
 
@@ -187,7 +188,7 @@ def test_tune_raises_held_out_map() -> None:
 
 
 def test_projection_needs_two_labels() -> None:
-    from lookalike.tune import TuneError
+    from lookalike.features.projection import TuneError
 
     with pytest.raises(TuneError):
         Projection.fit(np.eye(4, dtype=np.float32), ["a", "a", "b", "c"])
@@ -236,7 +237,7 @@ def test_eval_cli_bad_setting(labelled_dir: Path, capsys: pytest.CaptureFixture)
 def test_tune_round_trip(labelled_dir: Path, tmp_path: Path, capsys) -> None:
     import lookalike
     from lookalike.cli import main
-    from lookalike.tune import expanded_index, load_tuning
+    from lookalike.eval.tuning import expanded_index, load_tuning
 
     db = tmp_path / "index"
     with lookalike.open(db) as col:

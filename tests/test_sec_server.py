@@ -215,7 +215,7 @@ def test_an_upload_that_fails_while_saving_leaves_no_files(
 ) -> None:
     from fastapi import HTTPException
 
-    from lookalike.server import app as app_module
+    from lookalike.server.adding import save_uploads
 
     real = Path.write_bytes
     written: list[Path] = []
@@ -229,7 +229,7 @@ def test_an_upload_that_fails_while_saving_leaves_no_files(
     monkeypatch.setattr(Path, "write_bytes", full)
     folder = tmp_path / "uploads" / "batch"
     with pytest.raises((OSError, HTTPException)):
-        app_module._save_uploads([("a.jpg", _jpeg()), ("b.jpg", _jpeg())], folder, 10**8)
+        save_uploads([("a.jpg", _jpeg()), ("b.jpg", _jpeg())], folder, 10**8)
     assert written and not folder.exists()
 
 

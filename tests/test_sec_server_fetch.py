@@ -142,7 +142,7 @@ def test_the_route_gives_one_message_for_every_failure(monkeypatch: pytest.Monke
     """A closed port, an open one that answers 404 and a private address read the same."""
     from fastapi import HTTPException
 
-    from lookalike.server.app import _fetch
+    from lookalike.server.queries import fetch_image as _fetch
 
     monkeypatch.setattr(fetch, "public_address", lambda address: address == "127.0.0.1")
     closed = socket.socket()

@@ -12,7 +12,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from lookalike.server.app import ServerConfig, _HostCheck, split_host
+from lookalike.server.app import ServerConfig
+from lookalike.server.middleware import HostCheck as _HostCheck
+from lookalike.server.middleware import split_host
 
 
 def _client(tmp_path: Path, **options) -> TestClient:

@@ -118,7 +118,7 @@ def test_found_by_the_fuzzer_a_nul_in_a_server_path_is_400(served: Path) -> None
 
 def test_found_by_the_fuzzer_work_after_shutdown_fails_at_once(served: Path) -> None:
     """Requests that reach a closed server (its lifespan ended) fail instead of waiting forever."""
-    from lookalike.server.engine import ReaderPool, Writer
+    from lookalike.server.workers import ReaderPool, Writer
 
     readers = ReaderPool(served / "index", readers=1, threads=1)
     readers.close()

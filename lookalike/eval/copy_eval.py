@@ -15,11 +15,15 @@ import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lookalike.eval.labels import image_files
 from lookalike.eval.metrics import micro_average_precision, recall_at_1, recall_at_precision
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ORIGINALS = 100
 COPIES_PER_ORIGINAL = 2
@@ -36,7 +40,7 @@ def run_copy_eval(
     say: Callable[[str], None] | None = None,
 ) -> dict:
     """Index ``folder`` (minus the held-out originals) in a temporary index and measure."""
-    import lookalike
+    from lookalike.collection import open as open_collection
     from lookalike.eval.copies import make_copy
     from lookalike.images import ImageError, load_image
 
@@ -49,7 +53,7 @@ def run_copy_eval(
     held = set(picked[: int(len(picked) * HELD_OUT_SHARE)])
     indexed = [f for f in files if f not in held]
     rng = np.random.default_rng(seed)
-    queries: list[tuple[Path, bool, list[str], object]] = []
+    queries: list[tuple[Path, bool, list[str], Image.Image]] = []
     for f in picked:
         try:
             image = load_image(str(f), min_side=0).image
@@ -59,7 +63,7 @@ def run_copy_eval(
             copy, applied = make_copy(image, rng)
             queries.append((f, f not in held, applied, copy))
     with tempfile.TemporaryDirectory(prefix="lookalike-copies-") as tmp:
-        col = lookalike.open(Path(tmp) / "index")
+        col = open_collection(Path(tmp) / "index")
         try:
             say(f"indexing {len(indexed)} images ({len(held)} originals held out) ...")
             col.add(indexed, progress=progress)

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.errors import BadInput
+
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
 }  # fmt: skip
 EXAMPLES = 5
 
 
-class LabelsError(ValueError):
+class LabelsError(BadInput):
     """A labels file that cannot be read (missing columns, no usable rows)."""
 
 
@@ -93,6 +95,20 @@ class LabelledSet:
             "single_image_classes": self.singletons,
             "duplicate_groups": len(self.groups),
         }
+
+    def subset(self, keep: list[int]) -> LabelledSet:
+        """This set restricted to the positions ``keep`` (groups renumbered)."""
+        new = {old: i for i, old in enumerate(keep)}
+        groups = [[new[i] for i in g if i in new] for g in self.groups]
+        return LabelledSet(
+            paths=[self.paths[i] for i in keep],
+            labels=[self.labels[i] for i in keep],
+            groups=[g for g in groups if len(g) > 1],
+            unmatched=self.unmatched,
+            unmatched_examples=self.unmatched_examples,
+            unlabelled=self.unlabelled,
+            singletons=self.singletons,
+        )
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -282,12 +298,11 @@ def _duplicate_groups(
             raise LabelsError(f"cannot read {dup_file}: {exc}") from exc
         for cluster in clusters:
             members = [
-                position.get((base / rel).absolute())
+                position[(base / rel).absolute()]
                 for rel in cluster
                 for base in (labels_dir, folder)
                 if (base / rel).absolute() in position
             ]
-            members = [m for m in members if m is not None]
             for a, b in zip(members, members[1:], strict=False):
                 union(a, b)
     clusters_by_root: dict[int, list[int]] = {}

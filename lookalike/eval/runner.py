@@ -26,15 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.errors import BadInput
 from lookalike.eval.labels import LabelledSet, load_labelled_set
 from lookalike.eval.retrieval import Evaluation, evaluate_scores
+from lookalike.features.projection import load_projection
 
 DEFAULT_SETTINGS = ("deep", "deep+center+qe")
 BLOCK = 256
 _STEP = re.compile(r"^(center|qe|dba|whiten|tuned|pca(\d+))$")
 
 
-class EvalError(ValueError):
+class EvalError(BadInput):
     """A setting that cannot be evaluated (unknown name, no tuning stored...)."""
 
 
@@ -105,9 +107,7 @@ def _transform(col, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndar
                 raise EvalError(f"{name}: pca needs 1 <= N <= {min(db.shape)}")
             db = Whitening.fit(db, dim, 1.0).project(db)
         elif step == "tuned":
-            from lookalike.tune import load_tuning
-
-            projection = load_tuning(col) if col is not None else None
+            projection = load_projection(col.catalog, col.folder) if col is not None else None
             if projection is None:
                 raise EvalError(f"{name}: no tuning stored; run `lookalike tune` with --db first")
             db = projection.project(db)
@@ -155,7 +155,7 @@ def run_eval(
     say: Callable[[str], None] | None = None,
 ) -> EvalRun:
     """Index ``folder`` (into ``db`` or a temporary index) and evaluate every setting."""
-    import lookalike
+    from lookalike.collection import open as open_collection
     from lookalike.features.registry import info
 
     names = parse_settings(settings)
@@ -163,7 +163,7 @@ def run_eval(
     bases = list(dict.fromkeys(n.split("+")[0] for n in names))
     say = say or (lambda _: None)
     with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as tmp:
-        col = lookalike.open(db if db is not None else Path(tmp) / "index")
+        col = open_collection(db if db is not None else Path(tmp) / "index")
         try:
             features = bases if db is None else "+" + ",".join(bases)
             say(f"indexing {len(data)} labelled images ...")
@@ -177,7 +177,7 @@ def run_eval(
             notes = []
             if len(keep) < len(data):
                 notes.append(f"{len(data) - len(keep)} image(s) could not be read; left out")
-                data = _subset(data, keep)
+                data = data.subset(keep)
                 content = [content[i] for i in keep]
             results = []
             for name in names:
@@ -191,21 +191,6 @@ def run_eval(
         finally:
             col.close()
     return EvalRun(Path(folder), data, results, list(report.errors), notes + data.notes())
-
-
-def _subset(data: LabelledSet, keep: list[int]) -> LabelledSet:
-    """``data`` restricted to the positions ``keep`` (groups renumbered)."""
-    new = {old: i for i, old in enumerate(keep)}
-    groups = [[new[i] for i in g if i in new] for g in data.groups]
-    return LabelledSet(
-        paths=[data.paths[i] for i in keep],
-        labels=[data.labels[i] for i in keep],
-        groups=[g for g in groups if len(g) > 1],
-        unmatched=data.unmatched,
-        unmatched_examples=data.unmatched_examples,
-        unlabelled=data.unlabelled,
-        singletons=data.singletons,
-    )
 
 
 def table(run: EvalRun) -> str:

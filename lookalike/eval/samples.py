@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from lookalike.errors import Unavailable
+
 # Bundled with scikit-image (no network). `cat` is the same picture as `chelsea`.
 SAMPLE_NAMES = (
     "astronaut", "brick", "camera", "chelsea", "coffee", "coins", "colorwheel", "grass",
@@ -13,7 +15,7 @@ SAMPLE_NAMES = (
 )  # fmt: skip
 
 
-class SamplesUnavailable(RuntimeError):
+class SamplesUnavailable(Unavailable, RuntimeError):
     """scikit-image is not installed."""
 
 

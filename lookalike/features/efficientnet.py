@@ -19,11 +19,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lookalike.atomic import write_atomic
+from lookalike.errors import Unavailable
 
 if TYPE_CHECKING:
     import onnx
@@ -80,7 +81,7 @@ VARIANTS: dict[str, LiteVariant] = {
 }  # fmt: skip
 
 
-class WeightsMissing(ImportError):
+class WeightsMissing(Unavailable, ImportError):
     """The package holding a variant's weights is not installed."""
 
 
@@ -256,7 +257,7 @@ class _GraphBuilder:
         self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def node(self, op: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         self.nodes.append(self.helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 

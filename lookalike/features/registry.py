@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.errors import BadInput
 from lookalike.features.base import ComputedFeature, VectorLayout
 
 DEFAULT = "deep"
@@ -22,7 +23,7 @@ PIXEL_MODULES = (
 LEARNED_BITS = {"itq64": 64, "itq128": 128, "itq256": 256}
 
 
-class UnknownFeature(ValueError):
+class UnknownFeature(BadInput):
     """A feature name that lookalike does not offer."""
 
 

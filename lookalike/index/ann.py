@@ -25,7 +25,7 @@ import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.index import subset
-from lookalike.index.flat import MISSING_SCORE, FlatIndex, _as_ids, _as_vectors
+from lookalike.index.flat import MISSING_SCORE, FlatIndex, _as_ids, _as_vectors, id_map
 
 Fetch = Callable[[np.ndarray], np.ndarray]
 
@@ -133,9 +133,9 @@ class AnnIndex:
 
     def __init__(self, dim: int, index: faiss.Index, fetch: Fetch | None = None) -> None:
         self.dim = dim
-        self._index = index  # as faiss made it: a downcast copy would not own the index
-        if not isinstance(self._index, faiss.IndexIDMap) or self._index.d != dim:
+        if not isinstance(index, faiss.IndexIDMap) or index.d != dim:
             raise ValueError(f"expected an IndexIDMap of dimension {dim}")
+        self._index = index  # as faiss made it: a downcast copy would not own the index
         self.plan = plan_of(self._index)
         self.fetch = fetch
         self.ef_search = EF_SEARCH
@@ -215,7 +215,7 @@ class AnnIndex:
         """A private in-memory copy of a memory-mapped index (faiss cannot grow a mapping)."""
         if self.mapped:
             # (faiss returns the concrete class; never downcast a temporary: it owns the index)
-            self._index = faiss.deserialize_index(faiss.serialize_index(self._index))
+            self._index = id_map(faiss.deserialize_index(faiss.serialize_index(self._index)))
             self.mapped = False
 
     def add(
@@ -261,14 +261,23 @@ class AnnIndex:
             raise RuntimeError("this index has no source of exact vectors")
         return np.ascontiguousarray(self.fetch(ids), dtype=np.float32)
 
-    def _params(self, selector, want: int) -> faiss.SearchParameters:
+    def lists(self) -> int:
+        """The number of inverted lists of an IVF index; 0 for the other kinds."""
+        leaf = _leaf(self._index)
+        return int(leaf.nlist) if isinstance(leaf, faiss.IndexIVF) else 0
+
+    def _params(self, selector: faiss.IDSelector | None, want: int) -> faiss.SearchParameters:
+        # faiss's Python layer takes the fields as keywords; its stubs know neither that nor
+        # SearchParametersHNSW
         leaf = _leaf(self._index)
         if isinstance(leaf, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.ef_search, want))
+            return faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                sel=selector, efSearch=max(self.ef_search, want)
+            )
         if isinstance(leaf, faiss.IndexIVF):
             nprobe = self.nprobe or max(1, min(leaf.nlist, max(16, leaf.nlist // 32)))
-            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        return faiss.SearchParameters(sel=selector)
+            return faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)  # type: ignore[call-arg]
+        return faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
 
     def search(
         self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
@@ -280,8 +289,8 @@ class AnnIndex:
         queries = _as_vectors(queries, self.dim)
         if k <= 0:
             raise ValueError("k must be positive")
-        keep = None
-        selector = _LIVE if self.tombstones() else None
+        keep: faiss.IDSelectorBatch | None = None
+        selector: faiss.IDSelector | None = _LIVE if self.tombstones() else None
         if ids is not None:
             allowed = subset.present(ids, self.sorted_ids())
             if self.fetch is not None and subset.score_directly(
@@ -319,13 +328,18 @@ class AnnIndex:
         """Project with the PCA matrix here, then search the index under it."""
         if self._projection is None:
             pca = faiss.downcast_VectorTransform(outer.chain.at(0))
+            assert isinstance(pca, faiss.LinearTransform)
             matrix = faiss.vector_to_array(pca.A).reshape(pca.d_out, pca.d_in)
             self._projection = (np.ascontiguousarray(matrix.T), faiss.vector_to_array(pca.b))
         matrix, shift = self._projection
         projected = np.ascontiguousarray(queries @ matrix + shift, dtype=np.float32)
         translated = None
         if selector is not None:
-            translated = faiss.IDSelectorTranslated(self._index.id_map, selector)
+            # the stubs want an array where faiss takes the id map's vector itself
+            translated = faiss.IDSelectorTranslated(
+                self._index.id_map,  # type: ignore[arg-type]
+                selector,
+            )
         raw, rows = faiss.downcast_index(outer.index).search(
             projected, want, params=self._params(translated, want)
         )

@@ -18,7 +18,7 @@ MISSING_DISTANCE = np.iinfo(np.int32).max
 class BinaryIndex:
     """Brute-force Hamming search over ``bits``-bit codes packed in uint8 [N, bits/8]."""
 
-    def __init__(self, bits: int, index: faiss.IndexBinary | None = None) -> None:
+    def __init__(self, bits: int, index: faiss.IndexBinaryIDMap | None = None) -> None:
         if bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
         self.bits = int(bits)
@@ -108,4 +108,7 @@ class BinaryIndex:
     def load(cls, path: Path, bits: int) -> BinaryIndex:
         """Read an index written by :meth:`save`."""
         data = np.fromfile(path, dtype=np.uint8)
-        return cls(bits, faiss.deserialize_index_binary(data))
+        index = faiss.deserialize_index_binary(data)
+        if not isinstance(index, faiss.IndexBinaryIDMap):
+            raise ValueError(f"expected a faiss IndexBinaryIDMap, got {type(index).__name__}")
+        return cls(bits, index)

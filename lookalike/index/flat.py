@@ -49,10 +49,17 @@ def _as_ids(ids: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
 
 
+def id_map(index: faiss.Index) -> faiss.IndexIDMap:
+    """``index`` as the IndexIDMap it must be (faiss returns an index read as its own class)."""
+    if not isinstance(index, faiss.IndexIDMap):
+        raise ValueError(f"expected a faiss IndexIDMap, got {type(index).__name__}")
+    return index
+
+
 class FlatIndex:
     """Exact inner-product (cosine on unit vectors) search with 64-bit ids."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.IndexIDMap | None = None) -> None:
         self.dim = dim
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if self._index.d != dim:
@@ -124,6 +131,7 @@ class FlatIndex:
         scans for a single query on one thread, a fraction of the memory bandwidth."""
         n = len(self)
         inner = faiss.downcast_index(self._index.index)
+        assert isinstance(inner, faiss.IndexFlat)
         stored = faiss.rev_swig_ptr(inner.get_xb(), n * self.dim).reshape(n, self.dim)
         scores = np.ascontiguousarray((stored @ queries.T).T)  # [Q, N]
         if self._row_ids is None:
@@ -138,4 +146,4 @@ class FlatIndex:
     @classmethod
     def load(cls, path: Path, dim: int) -> FlatIndex:
         """Read an index written by :meth:`save`."""
-        return cls(dim, faiss.read_index(str(path)))  # straight from the file: one copy
+        return cls(dim, id_map(faiss.read_index(str(path))))  # straight from the file: one copy

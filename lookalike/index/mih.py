@@ -35,9 +35,9 @@ class MihIndex:
         self.bits = int(bits)
         if index is None:
             index = faiss.IndexBinaryMultiHash(self.bits, self.bits // HASH_BITS, HASH_BITS)
-        self._index = index  # as faiss made it: a downcast copy would not own the index
         if not isinstance(index, faiss.IndexBinaryMultiHash):
             raise ValueError("expected a faiss IndexBinaryMultiHash")
+        self._index = index  # as faiss made it: a downcast copy would not own the index
         self._index.nflip = NFLIP
         self._ids = np.zeros(0, np.int64) if ids is None else _as_ids(ids).copy()
         self._sorted: np.ndarray | None = None
@@ -72,8 +72,10 @@ class MihIndex:
         return int(hit.sum())
 
     def _codes(self) -> np.ndarray:
-        storage = faiss.downcast_IndexBinary(self._index.storage)
-        return faiss.vector_to_array(storage.xb).reshape(-1, self.code_bytes)
+        # fields faiss's stubs leave out: the hash index's flat storage and its codes
+        storage = faiss.downcast_IndexBinary(self._index.storage)  # type: ignore[attr-defined]
+        codes = faiss.vector_to_array(storage.xb)  # type: ignore[attr-defined]
+        return codes.reshape(-1, self.code_bytes)
 
     def search(
         self, codes: np.ndarray, k: int, ids: np.ndarray | None = None

@@ -19,10 +19,12 @@ import json
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lookalike.atomic import write_atomic
+from lookalike.errors import Unavailable
 from lookalike.features.registry import FeatureInfo
 from lookalike.index.flat import MISSING_SCORE, _as_ids
 
@@ -43,10 +45,10 @@ MISSING_DISTANCE = np.iinfo(np.int32).max
 #: Ids per query when listing a collection (Milvus's largest answer).
 WINDOW = 16_384
 
-_clients: dict[str, object] = {}
+_clients: dict[str, Any] = {}  # pymilvus MilvusClient (an untyped package)
 
 
-class MilvusError(RuntimeError):
+class MilvusError(Unavailable, RuntimeError):
     """Milvus cannot be reached or refused a request: the message says which server and why."""
 
 
@@ -192,10 +194,7 @@ class MilvusIndex:
         """Every content id in the collection (queried in windows of ids: Milvus answers at
         most 16,384 rows a query, and content ids are unique integers below the catalog's
         highest ever)."""
-        row = self.catalog.conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'contents'"
-        ).fetchone()
-        highest = int(row[0]) if row else 0
+        highest = self.catalog.highest_content_id()
         found: list[int] = []
         for low in range(0, highest + 1, WINDOW):
             rows = self._call(

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from lookalike.filters import PATH_FIELD, And, Condition, Node, Not, Or, _typed, as_filter
+from lookalike.filters import PATH_FIELD, And, Condition, Node, Not, Or, as_filter, typed_values
 
 _OPS = {"eq": "==", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 
@@ -33,7 +33,7 @@ def _field(name: str) -> str:
 def _values(values) -> list[str]:
     out: list[str] = []
     for value in values:
-        numbers, texts = _typed(value)
+        numbers, texts = typed_values(value)
         out += [_literal(v) for v in numbers] + [_literal(t) for t in texts]
     return out
 

@@ -81,9 +81,7 @@ def _stale(index, plan: Plan, n: int) -> bool:
     if index.plan != plan or index.needs_compaction():
         return True
     if plan.kind == "ivfpq":  # lists chosen for a much smaller collection
-        from lookalike.index.ann import _leaf
-
-        return ivf_lists(n) >= 4 * _leaf(index._index).nlist
+        return ivf_lists(n) >= 4 * index.lists()
     return False
 
 
@@ -191,19 +189,7 @@ def metadata_changed(store, infos: list[FeatureInfo], paths) -> None:
     its own copy (Milvus); nothing for faiss, which filters through the catalog."""
     if backend(store.catalog) is None:
         return
-    conn = store.catalog.conn
-    if paths is None:
-        rows = conn.execute("SELECT DISTINCT content_id FROM files").fetchall()
-    else:
-        rows = []
-        chosen = list(paths)
-        for start in range(0, len(chosen), 500):
-            chunk = chosen[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows += conn.execute(
-                f"SELECT DISTINCT content_id FROM files WHERE path IN ({marks})", chunk
-            ).fetchall()
-    contents = np.asarray([r[0] for r in rows if r[0] is not None], dtype=np.int64)
+    contents = store.catalog.content_ids_of_paths(paths)
     if not len(contents):
         return
     for info in infos:

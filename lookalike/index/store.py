@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.catalog import Catalog
-from lookalike.features.registry import CLASSES, CLIP_NAME, FeatureInfo, all_features
+from lookalike.features.projection import load_projection, projection_file
+from lookalike.features.registry import CLASSES, CLIP_NAME, DEEP, FeatureInfo, all_features
 from lookalike.index import policy
 from lookalike.index.exact import ExactIndex
+from lookalike.index.expanded import ExpandedIndex
 from lookalike.index.flat import FlatIndex
 
 
@@ -73,6 +75,7 @@ class IndexStore:
         self.folder = folder
         self.catalog = catalog
         self._cache: dict[str, tuple[int, object]] = {}
+        self._expanded: tuple[tuple[int, str, int], ExpandedIndex] | None = None
 
     def path(self, info: FeatureInfo, generation: int) -> Path:
         kind = index_kind(info)
@@ -116,9 +119,7 @@ class IndexStore:
                 if base is not None:
                     break
         index = base if base is not None else new_index(info)
-        conn = self.catalog.conn
-        conn.execute("BEGIN")  # one read snapshot: generation and vectors agree
-        try:
+        with self.catalog.snapshot():  # generation and vectors agree
             generation = self.catalog.generation(info.name)
             wanted = self.catalog.vector_ids(info.name)
             # the collection's settings choose the kind (auto: by size); rebuild when it changed
@@ -127,8 +128,6 @@ class IndexStore:
             stale = np.setdiff1d(present, wanted)
             missing = np.setdiff1d(wanted, present)
             vectors = self.catalog.vectors_for(info.name, info.width, missing.tolist(), info.dtype)
-        finally:
-            conn.execute("COMMIT")
         index.remove(stale)
         index.add(missing, vectors)
         # a read-only index folder still searches, from memory
@@ -169,3 +168,24 @@ class IndexStore:
 
     def bytes_on_disk(self, name: str) -> int:
         return sum(path.stat().st_size for _, path in self.files(name) if path.is_file())
+
+    def expanded(self) -> ExpandedIndex:
+        """The deep search with re-ranking (:mod:`lookalike.index.expanded`) over the stored deep
+        vectors and the collection's tuning, kept while both stay the same."""
+        tuning = projection_file(self.catalog, self.folder)
+        stamp = tuning.stat().st_mtime_ns if tuning is not None and tuning.is_file() else 0
+        key = (self.catalog.generation(DEEP.name), str(tuning), stamp)
+        if self._expanded is None or self._expanded[0] != key:
+            ids, vectors = self.catalog.vectors(DEEP.name, DEEP.width, DEEP.dtype)
+            projection = load_projection(self.catalog, self.folder)
+            self._expanded = (key, ExpandedIndex(ids, vectors, projection))
+        return self._expanded[1]
+
+    def read(self, path: Path, info: FeatureInfo) -> object | None:
+        """The index of ``info`` saved in ``path``, or None when it is missing or damaged."""
+        return self._read(path, info)
+
+    def forget(self) -> None:
+        """Drop the indexes held in memory: the next search reads them from disk again."""
+        self._cache.clear()
+        self._expanded = None

@@ -45,11 +45,12 @@ def selector(ids: np.ndarray) -> tuple[faiss.SearchParameters, object]:
     """faiss search parameters admitting only ``ids`` (for flat and binary indexes), and the
     selector they point at: keep it alive while searching."""
     chosen = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
-    return faiss.SearchParameters(sel=chosen), chosen
+    # faiss's Python layer takes fields as keywords; its stubs do not know
+    return faiss.SearchParameters(sel=chosen), chosen  # type: ignore[call-arg]
 
 
 def top_k(
-    values: np.ndarray, ids: np.ndarray, k: int, *, largest: bool, fill: float | int
+    values: np.ndarray, ids: np.ndarray, k: int, *, largest: bool, fill: float | np.floating
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` of each row of ``values`` [Q, M] (columns labelled by ``ids`` [M]).
 

@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+from lookalike.errors import BadInput
+
 #: seconds for the whole fetch, redirects included
 DEADLINE_S = 10.0
 MAX_REDIRECTS = 3
@@ -43,7 +45,7 @@ FAILED = (
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
-class FetchFailed(Exception):
+class FetchFailed(BadInput):
     """The URL was not fetched; ``str()`` is :data:`FAILED`, the reason is in ``reason``."""
 
     def __init__(self, reason: str) -> None:

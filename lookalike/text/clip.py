@@ -24,8 +24,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from lookalike.errors import BadInput
 
 PREFIX = "clip-onnx:"
 IMAGE_FILE, TEXT_FILE, TOKENIZER_FILE, CONFIG_FILE = (
@@ -34,7 +37,7 @@ IMAGE_FILE, TEXT_FILE, TOKENIZER_FILE, CONFIG_FILE = (
     "tokenizer.json",
     "clip.json",
 )
-DEFAULTS = {
+DEFAULTS: dict[str, Any] = {  # overridden by the model folder's config file
     "image_size": 224,
     "mean": [0.48145466, 0.4578275, 0.40821073],  # OpenAI CLIP
     "std": [0.26862954, 0.26130258, 0.27577711],
@@ -42,7 +45,7 @@ DEFAULTS = {
 }
 
 
-class ClipModelError(ValueError):
+class ClipModelError(BadInput):
     """The CLIP folder is missing a file or its graphs do not fit together."""
 
 

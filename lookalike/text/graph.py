@@ -8,7 +8,7 @@ faster than the same arithmetic in numpy on a CPU. ``onnx`` is imported lazily.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def build_minilm(weights: dict[str, np.ndarray], config: dict) -> onnx.ModelProt
     def param(key: str) -> np.ndarray:
         return np.asarray(weights[key], dtype=np.float32)
 
-    def node(op: str, inputs: list[str], output: str, **attrs: object) -> str:
+    def node(op: str, inputs: list[str], output: str, **attrs: Any) -> str:
         nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
         return output
 

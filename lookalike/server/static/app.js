@@ -666,11 +666,11 @@ async function followJob(job, offset) {
   }
   if (current.status === "failed") throw new ApiError(500, current.error || "the job failed");
   setBar(1);
+  await refreshJobs();  // before "Done", so the list shows this job when the status says so
   const r = current.result || {};
   const errors = (r.errors || []).map((e) => `${basename(e.path)}: ${e.error}`);
   setStatus("#add-status", `Done: ${current.message}. ${r.images ?? ""} images in the collection.`
     + (errors.length ? ` Failed: ${errors.slice(0, 5).join("; ")}` : ""), errors.length > 0);
-  refreshJobs();
   loadStats();
   loadFilters();
   return current;

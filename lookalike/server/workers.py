@@ -1,4 +1,4 @@
-"""The server's access to one collection: reader threads for queries, one writer for changes.
+"""The server's workers on one collection: reader threads for queries, one writer for changes.
 
 A :class:`~lookalike.collection.Collection` holds a SQLite connection, which belongs to the
 thread that opened it, and its caches are not thread-safe. So the server never shares one:
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -31,28 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import lookalike
+from lookalike import Collection
+from lookalike.catalog import Catalog
+from lookalike.errors import LookalikeError, http_status
+from lookalike.pipeline import scan
+
 log = logging.getLogger("lookalike.server")
-
-#: image format (Pillow's name) -> file suffix the indexer accepts
-FORMAT_SUFFIX = {
-    "JPEG": ".jpg",
-    "PNG": ".png",
-    "WEBP": ".webp",
-    "GIF": ".gif",
-    "BMP": ".bmp",
-    "TIFF": ".tif",
-    "HEIF": ".heic",
-    "AVIF": ".avif",
-    "MPO": ".jpg",
-}
-
-
-class NotFound(Exception):
-    """No image with this id (or its file is gone)."""
-
-
-class Forbidden(Exception):
-    """A server-side path outside every allowed root."""
 
 
 # -- readers -----------------------------------------------------------------------------------
@@ -64,7 +47,7 @@ class ReaderPool:
     def __init__(self, folder: Path, readers: int = 2, threads: int | None = None) -> None:
         self.folder = Path(folder)
         self.threads = threads
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[[Collection], Any], Future] | None] = queue.Queue()
         self._ready = threading.Event()
         self._closed = False
         self._workers = [
@@ -75,9 +58,8 @@ class ReaderPool:
             worker.start()
 
     def _run(self) -> None:
-        import lookalike
-
-        col, failure = None, None
+        col: Collection | None = None
+        failure: BaseException = RuntimeError(f"a reader cannot open {self.folder}")
         try:
             col = lookalike.open(self.folder, create=False, threads=self.threads)
             with contextlib.suppress(Exception):  # warm up: load the model before the first query
@@ -94,7 +76,7 @@ class ReaderPool:
                 fn, future = item
                 if not future.set_running_or_notify_cancel():
                     continue
-                if failure is not None:
+                if col is None:
                     future.set_exception(failure)
                     continue
                 try:
@@ -105,7 +87,7 @@ class ReaderPool:
             if col is not None:
                 col.close()
 
-    def submit(self, fn: Callable[[Any], Any]) -> Future:
+    def submit(self, fn: Callable[[Collection], Any]) -> Future:
         """Run ``fn(collection)`` on a reader thread; returns its future."""
         future: Future = Future()
         if self._closed:  # no thread will ever take it: fail now rather than hang the request
@@ -114,20 +96,17 @@ class ReaderPool:
         self._queue.put((fn, future))
         return future
 
-    async def run(self, fn: Callable[[Any], Any]) -> Any:
+    async def run(self, fn: Callable[[Collection], Any]) -> Any:
         """``await`` the result of ``fn(collection)`` run on a reader thread."""
         return await asyncio.wrap_future(self.submit(fn))
 
-    def call(self, fn: Callable[[Any], Any], timeout: float | None = None) -> Any:
+    def call(self, fn: Callable[[Collection], Any], timeout: float | None = None) -> Any:
         """The result of ``fn(collection)``, from a thread that may block."""
         return self.submit(fn).result(timeout)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
+        """Whether a reader has opened the collection (or failed to); waits up to ``timeout`` s."""
         return self._ready.wait(timeout)
-
-    @property
-    def busy(self) -> int:
-        return self._queue.qsize()
 
     def close(self) -> None:
         self._closed = True
@@ -188,11 +167,13 @@ class Writer:
         self.workers = workers
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[tuple[Job, Callable[[Collection, Job], dict]] | None] = (
+            queue.Queue()
+        )
         self._thread = threading.Thread(target=self._run, name="lookalike-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, kind: str, fn: Callable[[Any, Job], dict]) -> Job:
+    def submit(self, kind: str, fn: Callable[[Collection, Job], dict]) -> Job:
         """Queue ``fn(collection, job)``; its return value becomes ``job.result``."""
         job = Job(kind)
         with self._lock:
@@ -223,9 +204,7 @@ class Writer:
             return [j for j in self.jobs.values() if j.status in ("queued", "running")]
 
     def _run(self) -> None:
-        import lookalike
-
-        col = None
+        col: Collection | None = None
         try:
             while True:
                 item = self._queue.get()
@@ -240,7 +219,7 @@ class Writer:
                     job.status = "done"
                 except BaseException as exc:  # noqa: BLE001 - reported through the job
                     job.status, job.error = "failed", _message(exc)
-                    job.error_status = _status_of(exc)
+                    job.error_status = http_status(exc) or 500
                     if job.error_status >= 500:
                         log.exception("job %s (%s) failed", job.id, job.kind)
                 finally:
@@ -259,27 +238,6 @@ def _message(exc: BaseException) -> str:
     return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
 
 
-def _status_of(exc: BaseException) -> int:
-    from lookalike.images import ImageError
-    from lookalike.lock import LockedError
-
-    if isinstance(exc, NotFound | FileNotFoundError):
-        return 404
-    if isinstance(exc, Forbidden):
-        return 403
-    if isinstance(exc, LockedError):
-        return 409
-    from lookalike.catalog import READ_ONLY_ERRNOS, StorageUnavailable
-
-    if isinstance(exc, StorageUnavailable) or (
-        isinstance(exc, OSError) and exc.errno in READ_ONLY_ERRNOS
-    ):
-        return 503  # a read-only, damaged or full index folder
-    if isinstance(exc, ImageError | ValueError):
-        return 400
-    return 500
-
-
 # -- progress of an add, watched from the catalog ------------------------------------------------
 
 
@@ -290,7 +248,9 @@ class AddProgress:
     under the add's roots whose catalog row was written after the start is done.
     """
 
-    def __init__(self, catalog_path: Path, roots: list[str], job: Job, interval: float = 0.25):
+    def __init__(
+        self, catalog_path: Path, roots: list[str], job: Job, interval: float = 0.25
+    ) -> None:
         self.catalog_path = catalog_path
         self.roots = roots
         self.job = job
@@ -300,18 +260,17 @@ class AddProgress:
         self.start_time = time.time()
         self.unchanged = 0
 
-    def count_work(self, catalog, paths: list[str] | None = None) -> int:
+    def count_work(self, catalog: Catalog, paths: list[str] | None = None) -> int:
         """Scan the roots (or ``paths``, what the add will index of them): total files, and
         how many are unchanged (done already)."""
-        from lookalike.pipeline import scan
-
         known = catalog.files_by_path()
         total = 0
         for path, st, _error in scan([Path(r) for r in (self.roots if paths is None else paths)]):
             total += 1
             row = known.get(path)
-            same = row is not None and st is not None and row.size == st.st_size
-            if same and row.mtime_ns == st.st_mtime_ns:
+            if row is None or st is None:
+                continue
+            if row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
                 self.unchanged += 1
         self.job.total = total
         self.job.done = self.unchanged
@@ -330,111 +289,14 @@ class AddProgress:
 
     def _watch(self) -> None:
         try:
-            conn = sqlite3.connect(f"file:{self.catalog_path}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error:
+            catalog = Catalog(self.catalog_path, create=False)
+        except (sqlite3.Error, LookalikeError):
             return
         try:
             while not self._stop.wait(self.interval):
-                with contextlib.suppress(sqlite3.Error):
-                    written = 0
-                    for root in self.roots:
-                        prefix = root.rstrip("/") + "/"
-                        written += conn.execute(
-                            "SELECT count(*) FROM files WHERE updated_at >= ? "
-                            "AND (path = ? OR substr(path, 1, ?) = ?)",
-                            (self.start_time, root, len(prefix), prefix),
-                        ).fetchone()[0]
+                with contextlib.suppress(sqlite3.Error, LookalikeError):
+                    written = catalog.count_written_since(self.roots, self.start_time)
                     total = self.job.total or 0
                     self.job.done = min(total, self.unchanged + written) if total else written
         finally:
-            conn.close()
-
-
-# -- small helpers shared by the routes ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """One indexed file as the server shows it."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_id: int
-    width: int
-    height: int
-    sha256: str
-
-    def as_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "path": self.path,
-            "size": self.size,
-            "mtime": self.mtime_ns / 1e9,
-            "content_id": self.content_id,
-            "width": self.width,
-            "height": self.height,
-        }
-
-
-def file_record(col, file_id: int) -> FileRecord:
-    """The indexed file ``file_id`` of ``col``; raises NotFound."""
-    row = col.catalog.conn.execute(
-        "SELECT f.id, f.path, f.size, f.mtime_ns, f.content_id, c.width, c.height, c.sha256 "
-        "FROM files f JOIN contents c ON c.id = f.content_id WHERE f.id = ?",
-        (int(file_id),),
-    ).fetchone()
-    if row is None:
-        raise NotFound(f"no image with id {file_id}")
-    return FileRecord(*row)
-
-
-def metadata_of(col, file_ids: list[int]) -> dict[int, dict]:
-    """Metadata of each file (empty dicts when the collection keeps none)."""
-    getter = getattr(col, "metadata", None)
-    if not callable(getter) or not file_ids:
-        return {i: {} for i in file_ids}
-    found = getter(list(file_ids)) or {}
-    return {i: dict(found.get(i) or {}) for i in file_ids}
-
-
-def folders_of(col, limit: int = 2000) -> list[dict]:
-    """Folders to filter by: those holding indexed files, their common root and the folders
-    where branches meet; ``images`` counts the files inside, subfolders included."""
-    direct: dict[str, int] = {}
-    for (path,) in col.catalog.conn.execute("SELECT path FROM files WHERE content_id IS NOT NULL"):
-        folder = os.path.dirname(path)
-        direct[folder] = direct.get(folder, 0) + 1
-    if not direct:
-        return []
-    common = os.path.commonpath(list(direct))
-    totals: dict[str, int] = {}
-    children: dict[str, set[str]] = {}
-    for folder, n in direct.items():
-        here = folder
-        while True:
-            totals[here] = totals.get(here, 0) + n
-            if here == common:
-                break
-            parent = os.path.dirname(here)
-            if parent == here:
-                break
-            children.setdefault(parent, set()).add(here)
-            here = parent
-    keep = [f for f in totals if f == common or f in direct or len(children.get(f, ())) > 1]
-    keep.sort()
-    return [{"path": f, "images": totals[f]} for f in keep[:limit]]
-
-
-def unique_name(folder: Path, stem: str, suffix: str) -> Path:
-    """``folder/stem+suffix``, or ``stem_1``, ``stem_2``... the first that is free."""
-    for n in itertools.count():
-        candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return candidate
-    raise AssertionError("unreachable")
+            catalog.close()

@@ -1,136 +1,39 @@
-"""Tuning to a catalogue: a linear projection of the frozen deep vectors learned from labels.
+"""Fitting the projection of ``lookalike tune`` to labelled images, and measuring it honestly.
 
-The projection whitens the within-class scatter (how images of one label differ) and then
-keeps the directions along which the whitened images spread most: a regularised linear
-discriminant analysis that keeps every direction rather than only ``classes - 1``, the
-"learned whitening" of Radenović, Tolias and Chum (2018) with classes in place of matching
-pairs. Directions in which images of one label differ a lot are shrunk; what separates labels
-is kept. The within-class covariance is shrunk towards a multiple of the identity, so that a
-few hundred images do not make it singular.
-
-It is evaluated honestly (:func:`evaluate_splits`): fitted on some images, measured on others
-it never saw, once split by image (seen labels, new images) and once by label (new labels).
+:func:`evaluate_splits` fits it on some images and measures it on others it never saw, once split
+by image (seen labels, new images) and once by label (new labels); :func:`tune_collection` then
+fits it on every labelled image and stores it with the collection, whose search uses it. The
+projection itself is :mod:`lookalike.features.projection`.
 """
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.atomic import savez_atomic
+from lookalike.eval.labels import LabelsError, load_labelled_set
+from lookalike.eval.retrieval import evaluate_scores
 from lookalike.features.pooling import l2_normalize
+from lookalike.features.projection import (
+    DEFAULT_SHRINKAGE,
+    Projection,
+    TuneError,
+    fit_many,
+    load_projection,
+    save_projection,
+)
+from lookalike.features.registry import DEEP
 
 if TYPE_CHECKING:
     from lookalike.collection import Collection
     from lookalike.index.expanded import ExpandedIndex
 
-DEFAULT_SHRINKAGE = 0.9
 TEST_SHARE = 0.5
 SHRINKAGES = (0.8, 0.9, 0.95)
 DIMS = (None, 256, 64)
-
-
-class TuneError(ValueError):
-    """Labels that cannot teach a projection (too few images or labels)."""
-
-
-@dataclass
-class Projection:
-    """``project(x) = normalise((x - mean) @ matrix)``; ``matrix`` is ``[D, dim]``."""
-
-    mean: np.ndarray
-    matrix: np.ndarray
-    shrinkage: float
-    feature: str = "deep"
-
-    @property
-    def dim(self) -> int:
-        return int(self.matrix.shape[1])
-
-    @classmethod
-    def fit(
-        cls,
-        vectors: np.ndarray,
-        labels: np.ndarray | list,
-        shrinkage: float = DEFAULT_SHRINKAGE,
-        dim: int | None = None,
-        feature: str = "deep",
-    ) -> Projection:
-        """Learn the projection from ``vectors`` ``[N, D]`` and one label per row.
-
-        Raises:
-            TuneError: fewer than 2 labels with at least 2 images each.
-        """
-        return fit_many(vectors, labels, [shrinkage], [dim], feature)[(shrinkage, dim)]
-
-    def project(self, vectors: np.ndarray) -> np.ndarray:
-        """Projected, L2-normalised ``[N, dim]`` float32 vectors."""
-        x = np.asarray(vectors, dtype=np.float32)
-        return l2_normalize((x - self.mean) @ self.matrix).astype(np.float32)
-
-    def save(self, path: Path) -> None:
-        """Write to ``path`` (``.npz``) atomically."""
-        savez_atomic(
-            path,
-            mean=self.mean,
-            matrix=self.matrix,
-            shrinkage=np.float64(self.shrinkage),
-            feature=np.array(self.feature),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> Projection:
-        """Read what :meth:`save` wrote."""
-        with np.load(Path(path)) as data:
-            return cls(data["mean"], data["matrix"], float(data["shrinkage"]), str(data["feature"]))
-
-
-def fit_many(
-    vectors: np.ndarray,
-    labels: np.ndarray | list,
-    shrinkages: Sequence[float],
-    dims: Sequence[int | None],
-    feature: str = "deep",
-) -> dict[tuple[float, int | None], Projection]:
-    """:meth:`Projection.fit` for every ``(shrinkage, dim)``, sharing the decompositions."""
-    x = np.asarray(vectors, dtype=np.float64)
-    labels = np.asarray(labels)
-    names, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    if np.sum(counts >= 2) < 2:
-        raise TuneError("tuning needs at least 2 labels with 2 or more images each")
-    usable = counts[inverse] >= 2
-    x, inverse = x[usable], inverse[usable]
-    d = x.shape[1]
-    for dim in dims:
-        if dim is not None and not 1 <= dim <= d:
-            raise TuneError(f"dim must be in [1, {d}]")
-    mean = x.mean(axis=0)
-    centres = np.zeros((len(names), d))
-    np.add.at(centres, inverse, x)
-    centres /= np.maximum(np.bincount(inverse, minlength=len(names)), 1)[:, None]
-    within = x - centres[inverse]
-    # thin SVDs: cost O(N^2 D) when there are fewer images than dimensions
-    _, sing, vt = np.linalg.svd(within, full_matrices=False)
-    values = sing**2 / max(len(x) - 1, 1)
-    floor = float(values.sum()) / d  # the mean of all D eigenvalues (the rest are 0)
-    out = {}
-    for shrinkage in shrinkages:
-        # Sw^(-1/2) of the shrunk covariance: c0 off the span of the data, f on it
-        c0 = 1.0 / np.sqrt(max(shrinkage * floor, 1e-12))
-        f = 1.0 / np.sqrt(np.maximum((1.0 - shrinkage) * values + shrinkage * floor, 1e-12))
-        whiten = c0 * np.eye(d) + (vt.T * (f - c0)) @ vt
-        _, _, rotate = np.linalg.svd((x - mean) @ whiten, full_matrices=False)
-        for dim in dims:
-            matrix = (whiten @ rotate[: dim or d].T).astype(np.float32)
-            out[(shrinkage, dim)] = Projection(
-                mean.astype(np.float32), matrix, float(shrinkage), feature
-            )
-    return out
 
 
 # -- honest evaluation --------------------------------------------------------------------------
@@ -155,8 +58,6 @@ def split_by_class(labels: np.ndarray, test_share: float = TEST_SHARE, seed: int
 
 
 def _map(vectors: np.ndarray, labels: np.ndarray, excluded: np.ndarray) -> float:
-    from lookalike.eval.retrieval import evaluate_scores
-
     blocks = [
         (slice(b, b + 512), vectors[b : b + 512] @ vectors.T) for b in range(0, len(vectors), 512)
     ]
@@ -264,51 +165,21 @@ def evaluate_splits(
 
 # -- stored with a collection and used by its search --------------------------------------------
 
-META_KEY = "tuned:deep"
-_EXPANDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 
 def load_tuning(col: Collection) -> Projection | None:
     """The collection's stored projection, or None when it has not been tuned."""
-    name = col.catalog.get_meta(META_KEY)
-    if not name:
-        return None
-    path = col.folder / name
-    if not path.is_file():
-        return None
-    return Projection.load(path)
+    return load_projection(col.catalog, col.folder)
 
 
 def save_tuning(col: Collection, projection: Projection | None) -> None:
     """Store ``projection`` with the collection (None forgets the tuning); search uses it."""
-    old = col.catalog.get_meta(META_KEY) or ""
-    if projection is None:
-        name = ""
-    else:
-        number = int(old.split(".")[1]) + 1 if old.startswith("tuned.") else 1
-        name = f"tuned.{number}.npz"
-        projection.save(col.folder / name)
-    with col.catalog.transaction():
-        col.catalog.set_meta(META_KEY, name)
-    if old and old != name:
-        (col.folder / old).unlink(missing_ok=True)
-    _EXPANDED.pop(col, None)
+    save_projection(col.catalog, col.folder, projection)
 
 
 def expanded_index(col: Collection) -> ExpandedIndex:
     """The collection's re-ranking search over its deep vectors (kept while they and the
     tuning stay the same)."""
-    from lookalike.features.registry import DEEP
-    from lookalike.index.expanded import ExpandedIndex
-
-    key = (col.catalog.generation(DEEP.name), col.catalog.get_meta(META_KEY) or "")
-    cached = _EXPANDED.get(col)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    ids, vectors = col.catalog.vectors(DEEP.name, DEEP.width, DEEP.dtype)
-    index = ExpandedIndex(ids, vectors, load_tuning(col))
-    _EXPANDED[col] = (key, index)
-    return index
+    return col.store.expanded()
 
 
 @dataclass
@@ -355,10 +226,6 @@ def labelled_vectors(
     labels, the ``[N, N]`` duplicate exclusions and notes (labels matching no file, labelled
     images not indexed, single-image labels). ``walk=False``: only the files the labels name
     (see :func:`lookalike.eval.labels.load_labelled_set`)."""
-    from lookalike.eval.labels import LabelsError, load_labelled_set
-    from lookalike.eval.runner import _subset
-    from lookalike.features.registry import DEEP
-
     data = load_labelled_set(folder, labels, walk=walk)
     rows = col.catalog.files_by_path()
     content = [getattr(rows.get(str(p.absolute())), "content_id", None) for p in data.paths]
@@ -372,7 +239,7 @@ def labelled_vectors(
         )
     if len(keep) < 2:
         raise LabelsError("fewer than 2 labelled images are in the index; run `lookalike index`")
-    data = _subset(data, keep)
+    data = data.subset(keep)
     ids, vectors = col.catalog.vectors(DEEP.name, DEEP.width, DEEP.dtype)
     content_ids = np.asarray([content[i] for i in keep], dtype=np.int64)
     found = np.searchsorted(ids, content_ids)
