@@ -1,4 +1,4 @@
-"""Calibrate ``lookalike.check``: inliers and cosine of true copies against non-copies.
+"""Calibrate ``lookalike.copies.check``: inliers and cosine of true copies against non-copies.
 
 Index a fixed random sample (seed 0) of a data set's photos, then run ``check_copy`` on
 transformed copies (``STANDARD`` plus a picture pasted into a larger canvas, a text overlay and
@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import lookalike
-from lookalike.check import NEAR_IDENTICAL_COSINE, check_copy
+from lookalike.copies.check import NEAR_IDENTICAL_COSINE, check_copy
+from lookalike.copies.geometry import same_photo_inliers
 from lookalike.eval.transforms import STANDARD, crop
 from lookalike.images import load_image
-from lookalike.verify import same_photo_inliers
 
 from .copies import DATASETS, _dataset_paths, _duplicates
 

@@ -46,7 +46,7 @@ SAME_PHOTO_INLIERS = 20
 
 def same_photo_inliers(a: Path, b: Path) -> int:
     """RANSAC-verified SIFT matches between two images (0 when none can be computed)."""
-    from lookalike.verify import same_photo_inliers as inliers
+    from lookalike.copies.geometry import same_photo_inliers as inliers
 
     return inliers(a, b)
 

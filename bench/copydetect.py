@@ -17,8 +17,9 @@ have a true match in the index), and a prediction that is a verified re-save of 
 original counts as correct, for every method alike.
 
 Methods: ``deep`` (cosine of the collection's descriptor), ``phash`` / ``dhash`` (lookalike's
-64-bit hashes, score = 1 - hamming / 64) and, when ``lookalike.check.check_copy`` exists, the
-geometric copy check (on a subsample, it is slower). ``imagededup`` is used when it imports.
+64-bit hashes, score = 1 - hamming / 64) and, when ``lookalike.copies.check.check_copy``
+exists, the geometric copy check (on a subsample, it is slower). ``imagededup`` is used when it
+imports.
 
 Run: ``python -m bench.copydetect`` (writes ``bench/results/copydetect.json``).
 """
@@ -39,10 +40,10 @@ from PIL import Image
 
 import lookalike
 from bench.copies import DATASETS, SAME_PHOTO_INLIERS, _dataset_paths, _duplicates
+from lookalike.copies.geometry import same_photo_inliers
 from lookalike.eval.copies import TRANSFORMS, make_copy
-from lookalike.eval.metrics import micro_average_precision, recall_at_1, recall_at_precision
+from lookalike.eval.copy_metrics import micro_average_precision, recall_at_1, recall_at_precision
 from lookalike.images import load_image
-from lookalike.verify import same_photo_inliers
 
 RESULTS = Path(__file__).resolve().parent / "results" / "copydetect.json"
 HASH_METHODS = ("phash", "dhash")
@@ -51,9 +52,9 @@ BATCH = 32
 
 
 def _check_function() -> Callable | None:
-    """``lookalike.check.check_copy`` if another part of lookalike provides it, else None."""
+    """``lookalike.copies.check.check_copy`` if another part of lookalike provides it, else None."""
     try:
-        module = importlib.import_module("lookalike.check")
+        module = importlib.import_module("lookalike.copies.check")
     except ImportError:
         return None
     return getattr(module, "check_copy", None)

@@ -45,7 +45,7 @@ from lookalike.features.models import MIN_SIDE
 from lookalike.features.pooling import average_pool, gem, l2_normalize, rmac
 from lookalike.features.whiten import Whitening
 from lookalike.images import load_image
-from lookalike.index.expansion import DBA_K, QE_K, augment_database, expand_queries
+from lookalike.index.query_expansion import DBA_K, QE_K, augment_database, expand_queries
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 SETS = ("mfood7", "web_animals4")

@@ -5,8 +5,9 @@ files they belong to, so a crash can never leave a file marked done without its 
 indexes (``lookalike.index``) are caches rebuilt from it when they fall behind. Every SQL
 statement lives in the ``catalog*`` modules: this one (:class:`Catalog` and its records),
 ``catalog_schema`` (version, migrations), ``catalog_metadata`` (the metadata table),
-``catalog_filters`` (filters compiled to SQL), ``catalog_sqlite`` (connection, errors,
-transactions) and ``catalog_paths`` (paths in normal form).
+``catalog_filters`` (filters compiled to SQL), ``catalog_audit`` (the integrity audit),
+``catalog_salvage`` (rows read out of a damaged catalog), ``catalog_sqlite`` (connection,
+errors, transactions) and ``catalog_paths`` (paths in normal form).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from lookalike import catalog_schema
+from lookalike.catalog_audit import AuditQueries
 from lookalike.catalog_metadata import MetadataTables
 from lookalike.catalog_paths import normal_path, path_inside
+from lookalike.catalog_salvage import SalvageTables
 from lookalike.catalog_schema import MIGRATIONS, SCHEMA_VERSION
 from lookalike.catalog_sqlite import (
     CatalogDamaged,
@@ -48,7 +51,6 @@ __all__ = [
     "CatalogDamaged",
     "CatalogError",
     "FileRow",
-    "Hit",
     "IndexedFile",
     "NewContent",
     "ReadOnlyError",
@@ -82,17 +84,6 @@ class FileRow:
 
 
 @dataclass(frozen=True)
-class Hit:
-    """A file attached to a content id, with the content's dimensions."""
-
-    file_id: int
-    path: str
-    content_id: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class IndexedFile:
     """An indexed file with its content: what a listing of the collection shows of it."""
 
@@ -107,6 +98,12 @@ class IndexedFile:
     sha256: str
 
 
+#: the columns of an :class:`IndexedFile`, in order, from ``files f JOIN contents c``
+_INDEXED_FILE = (
+    "f.id, f.path, f.size, f.mtime_ns, f.added_at, f.content_id, c.width, c.height, c.sha256"
+)
+
+
 @dataclass(frozen=True)
 class NewContent:
     """A newly seen image content: its hash and original size."""
@@ -117,7 +114,7 @@ class NewContent:
     format: str
 
 
-class Catalog(MetadataTables):
+class Catalog(MetadataTables, AuditQueries, SalvageTables):
     """Typed access to the catalog database at ``path``.
 
     With ``damaged_ok`` a damaged file still opens: ``damaged`` then holds the error, every
@@ -412,26 +409,26 @@ class Catalog(MetadataTables):
         data = b"".join(found[int(i)] for i in ids)
         return np.frombuffer(data, dtype=dtype).reshape(len(ids), dim)
 
-    def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[Hit]]:
+    def hits_for_contents(self, content_ids: Sequence[int]) -> dict[int, list[IndexedFile]]:
         """Files attached to each content id, in path order."""
-        out: dict[int, list[Hit]] = {}
+        out: dict[int, list[IndexedFile]] = {}
         for chunk in chunks(list(content_ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                "SELECT f.id, f.path, c.id, c.width, c.height FROM files f "
+                f"SELECT {_INDEXED_FILE} FROM files f "
                 f"JOIN contents c ON c.id = f.content_id WHERE c.id IN ({marks}) "
                 "ORDER BY f.path",
                 chunk,
             ).fetchall()
             for row in rows:
-                out.setdefault(row[2], []).append(Hit(*row))
+                record = IndexedFile(*row)
+                out.setdefault(record.content_id, []).append(record)
         return out
 
     def indexed_files(self) -> list[IndexedFile]:
         """Every indexed file (one with a content), in path order."""
         rows = self.conn.execute(
-            "SELECT f.id, f.path, f.size, f.mtime_ns, f.added_at, f.content_id, c.width, "
-            "c.height, c.sha256 FROM files f JOIN contents c ON c.id = f.content_id "
+            f"SELECT {_INDEXED_FILE} FROM files f JOIN contents c ON c.id = f.content_id "
             "ORDER BY f.path"
         ).fetchall()
         return [IndexedFile(*row) for row in rows]
@@ -508,16 +505,14 @@ class Catalog(MetadataTables):
             problems.append(f"sqlite integrity check: {integrity}")
         return problems
 
-    def file_with_content(
-        self, file_id: int
-    ) -> tuple[int, str, int, int, int, int, int, str] | None:
-        """``(id, path, size, mtime_ns, content_id, width, height, sha256)`` of the indexed file
-        ``file_id``, or None."""
-        return self.conn.execute(
-            "SELECT f.id, f.path, f.size, f.mtime_ns, f.content_id, c.width, c.height, c.sha256 "
-            "FROM files f JOIN contents c ON c.id = f.content_id WHERE f.id = ?",
+    def file_with_content(self, file_id: int) -> IndexedFile | None:
+        """The indexed file ``file_id`` (one with a content), or None."""
+        row = self.conn.execute(
+            f"SELECT {_INDEXED_FILE} FROM files f JOIN contents c ON c.id = f.content_id "
+            "WHERE f.id = ?",
             (int(file_id),),
         ).fetchone()
+        return IndexedFile(*row) if row is not None else None
 
     def image_paths(self) -> list[str]:
         """The paths of the indexed files (those with a content)."""

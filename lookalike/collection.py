@@ -142,7 +142,7 @@ class Collection:
             )
 
     def replace_catalog(self, catalog: Catalog) -> None:
-        """Use ``catalog`` from now on (a salvaged copy, see :func:`lookalike.integrity.salvage`),
+        """Use ``catalog`` from now on (a salvaged copy, see :func:`lookalike.salvage.salvage`),
         forgetting every index and fitted code read from the one before."""
         self.catalog = catalog
         self.store = IndexStore(self.folder, catalog)
@@ -422,7 +422,7 @@ class Collection:
             weight: with both ``text`` and ``query``, the text's share of the score.
             expand: for ``deep`` (without ``metric`` or ``rerank``), re-rank with the
                 collection: the projection of ``lookalike tune`` if any, database-side
-                augmentation and alpha query expansion (:mod:`lookalike.index.expanded`);
+                augmentation and alpha query expansion (:mod:`lookalike.index.centred_search`);
                 False gives plain cosine similarity of the stored vectors.
 
         Raises:

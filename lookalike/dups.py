@@ -19,25 +19,7 @@ Presets (cosine similarity of the L2-normalised 1280-d ``deep`` vectors):
   barely moves; two frames of one scene, such as a stereo pair, differ in 4 or more bits).
 * ``similar`` (0.85): also the same scene or product shot from a slightly different view.
 
-Thresholds measured on the evaluation data sets (``../shared/datasets``, every image indexed,
-``k=10``; "found" = natural duplicate clusters of ``duplicates.json`` whose files all land in
-one group; "extra" = groups holding no listed duplicate pair):
-
-* mfood7 (1,494 contents, 28 clusters; the lowest similarity inside a listed cluster is
-  0.951, median 0.995): 0.97: 25/28 found, 2 extra | 0.95: 28/28, 9 extra (max group 5) |
-  0.94: 28/28, 21 extra | 0.92: 28/28, 34 extra | 0.85: 28/28, 76 extra (max group 8).
-  Looked at by eye, all 9 extras at 0.95 are real unlisted copies (crops, re-encodes);
-  between 0.90 and 0.94 they become re-shoots of the same dish (the ``similar`` kind).
-* web_animals4 (1,691 contents, 1 pair at 1.0): found at every threshold; extra groups:
-  0.95: 2 (a mirrored copy and a near-identical one) | 0.92: 6 | 0.85: 25 (max group 7).
-
-Speed (2 cores, ``k=10``, ``python -m bench dups``): 10,000 indexed files (the 3,197 images of
-both sets plus 6,803 generated copies of them): :func:`find_duplicates` ``near`` 8.4 s (of
-which about 6.5 s decode the borderline images for their pHash: ``--features +phash`` stores
-it and saves that), ``similar`` 1.7 s, ``exact`` 0.15 s; the CLI ``lookalike dups --json``
-8.2 s in all. There, ``near``
-groups every byte copy with its source, 95 % of copies resized to 50-90 % and re-encoded (JPEG
-70-95; 48 % without the pHash confirmation) and 64 % of 2-5 % crops (pHash moves with a crop).
+How the thresholds were chosen, and the speed at 10,000 images: bench/README.md, "(i) Duplicates".
 """
 
 from __future__ import annotations
@@ -51,8 +33,11 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from lookalike.catalog import IndexedFile
 
 PRESETS: dict[str, float | None] = {"exact": None, "near": 0.95, "similar": 0.85}
 #: ``near``: pairs from this cosine up are also near duplicates when their pHashes agree
@@ -65,7 +50,23 @@ CONFIRM_DECODE_SIDE = 64
 THUMB_SIZE = 160
 DEEP_FEATURE = "deep"
 
-FileInfo = dict
+#: one file of a duplicate group, as the report, ``--json`` and :func:`move_files` read it
+FileInfo = dict[str, Any]
+
+
+def file_info(found: IndexedFile) -> FileInfo:
+    """The indexed file ``found`` as a duplicate group lists it."""
+    return {
+        "id": found.id,
+        "path": found.path,
+        "size": found.size,
+        "width": found.width,
+        "height": found.height,
+        "mtime_ns": found.mtime_ns,
+        "mtime": found.mtime_ns / 1e9,
+        "added": found.added_at,
+        "content_id": found.content_id,
+    }
 
 
 @dataclass
@@ -206,20 +207,8 @@ def similarity_groups(
 def _file_table(col) -> dict[int, list[FileInfo]]:
     """Every indexed file as a dict, by content id."""
     out: dict[int, list[FileInfo]] = {}
-    for row in col.catalog.indexed_files():
-        out.setdefault(row.content_id, []).append(
-            {
-                "id": row.id,
-                "path": row.path,
-                "size": row.size,
-                "width": row.width,
-                "height": row.height,
-                "mtime_ns": row.mtime_ns,
-                "mtime": row.mtime_ns / 1e9,
-                "added": row.added_at,
-                "content_id": row.content_id,
-            }
-        )
+    for found in col.catalog.indexed_files():
+        out.setdefault(found.content_id, []).append(file_info(found))
     return out
 
 

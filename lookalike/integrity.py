@@ -5,7 +5,8 @@ check, foreign keys, files pointing at missing contents, contents no file points
 the wrong size or of unknown features) and with the search index files on disk. ``repair``
 takes the writer lock, removes what cannot be right (its files are indexed again by the next
 ``lookalike index`` of their folder), rebuilds damaged or stale index files from the catalog
-and deletes leftovers.
+and deletes leftovers; a catalog file damaged beyond mending in place is salvaged
+(:mod:`lookalike.salvage`). The audit's SQL is in :mod:`lookalike.catalog_audit`.
 
 Problems are ``error`` (something a search could get wrong, or data to re-index) or ``note``
 (a cache that is rebuilt on its own, a leftover file): a collection is consistent when it has
@@ -15,24 +16,23 @@ no errors.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from lookalike.catalog import Catalog, CatalogDamaged, CatalogError, counter
+from lookalike.catalog import Catalog, CatalogDamaged, CatalogError
 from lookalike.lock import WriterLock
+from lookalike.salvage import Salvageable, salvage
 
 if TYPE_CHECKING:
     from lookalike.features.registry import FeatureInfo
     from lookalike.index.store import IndexStore
 
 
-class Collection(Protocol):
+class Collection(Salvageable, Protocol):
     """What checking and mending need of a collection (:class:`lookalike.Collection`)."""
 
     folder: Path
@@ -40,8 +40,6 @@ class Collection(Protocol):
     store: IndexStore
 
     def vector_features(self) -> list[FeatureInfo]: ...
-
-    def replace_catalog(self, catalog: Catalog) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -93,17 +91,13 @@ class IntegrityReport:
 _REINDEX = "run `lookalike index` on its folders again to compute them"
 
 
-def _bad_values(conn: sqlite3.Connection, spec: FeatureInfo, block: int = 4096) -> list[int]:
+def _bad_values(catalog: Catalog, spec: FeatureInfo) -> list[int]:
     """Content ids whose ``spec`` vector has the right size but values it cannot have: not
     finite, or (for a model's embeddings, stored L2-normalised) not of unit length."""
     if spec.dtype.kind != "f":
         return []
-    cursor = conn.execute(
-        "SELECT content_id, vector FROM vectors WHERE feature = ? AND length(vector) = ?",
-        (spec.name, spec.bytes_per_image),
-    )
     bad: list[int] = []
-    while rows := cursor.fetchmany(block):
+    for rows in catalog.vector_blocks(spec.name, spec.bytes_per_image):
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         data = np.frombuffer(b"".join(r[1] for r in rows), dtype=spec.dtype)
         vectors = data.reshape(len(rows), -1).astype(np.float64)
@@ -116,11 +110,11 @@ def _bad_values(conn: sqlite3.Connection, spec: FeatureInfo, block: int = 4096) 
 
 
 def _catalog_problems(
-    conn: sqlite3.Connection, specs: list, checked: dict, problems: list[Problem]
+    catalog: Catalog, specs: list, checked: dict, problems: list[Problem]
 ) -> list[Problem]:
     """Problems inside the catalog, appended to ``problems`` as they are found (those found
     before a damaged page stops the check are kept); call within one read transaction."""
-    rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
+    rows = catalog.integrity_check(20)
     if rows != ["ok"]:
         problems.append(
             Problem(
@@ -130,27 +124,18 @@ def _catalog_problems(
                 fix="rebuild the catalog's indexes (REINDEX, VACUUM)",
             )
         )
-    fk = conn.execute("PRAGMA foreign_key_check").fetchall()
+    fk = catalog.foreign_key_violations()
     if fk:
         problems.append(
             Problem(
                 "foreign_key",
-                f"{len(fk)} rows point at rows that do not exist",
-                len(fk),
+                f"{fk} rows point at rows that do not exist",
+                fk,
                 fix="delete them",
             )
         )
-
-    def count(sql: str, *args: object) -> int:
-        return int(conn.execute(sql, args).fetchone()[0])
-
-    checked.update(
-        files=count("SELECT count(*) FROM files"),
-        failed_files=count("SELECT count(*) FROM files WHERE error IS NOT NULL"),
-        contents=count("SELECT count(*) FROM contents"),
-        vectors=count("SELECT count(*) FROM vectors"),
-    )
-    dup = count("SELECT count(*) FROM (SELECT path FROM files GROUP BY path HAVING count(*) > 1)")
+    checked.update(catalog.table_counts())
+    dup = catalog.count_duplicate_paths()
     if dup:
         problems.append(
             Problem(
@@ -160,10 +145,7 @@ def _catalog_problems(
                 fix="keep the newest row of each",
             )
         )
-    dangling = count(
-        "SELECT count(*) FROM files f LEFT JOIN contents c ON c.id = f.content_id "
-        "WHERE f.content_id IS NOT NULL AND c.id IS NULL"
-    )
+    dangling = catalog.count_dangling_files()
     if dangling:
         problems.append(
             Problem(
@@ -173,7 +155,7 @@ def _catalog_problems(
                 fix="forget them; " + _REINDEX,
             )
         )
-    neither = count("SELECT count(*) FROM files WHERE (content_id IS NULL) = (error IS NULL)")
+    neither = catalog.count_malformed_files()
     if neither:
         problems.append(
             Problem(
@@ -183,10 +165,7 @@ def _catalog_problems(
                 fix="forget them; " + _REINDEX,
             )
         )
-    orphans = count(
-        "SELECT count(*) FROM contents WHERE id NOT IN "
-        "(SELECT content_id FROM files WHERE content_id IS NOT NULL)"
-    )
+    orphans = catalog.count_orphan_contents()
     if orphans:
         problems.append(
             Problem(
@@ -197,10 +176,7 @@ def _catalog_problems(
                 fix="delete them",
             )
         )
-    lost = count(
-        "SELECT count(*) FROM vectors v LEFT JOIN contents c ON c.id = v.content_id "
-        "WHERE c.id IS NULL"
-    )
+    lost = catalog.count_orphan_vectors()
     if lost:
         problems.append(
             Problem(
@@ -211,9 +187,9 @@ def _catalog_problems(
             )
         )
     names = {spec.name for spec in specs}
-    for (feature,) in conn.execute("SELECT DISTINCT feature FROM vectors").fetchall():
+    for feature in catalog.features_with_vectors():
         if feature not in names:
-            n = count("SELECT count(*) FROM vectors WHERE feature = ?", feature)
+            n = catalog.count_vectors(feature)
             problems.append(
                 Problem(
                     "unused_feature",
@@ -222,17 +198,11 @@ def _catalog_problems(
                     fix="delete them",
                 )
             )
-    generations = {
-        r[0] for r in conn.execute("SELECT substr(key, 12) FROM meta WHERE key LIKE 'generation:%'")
-    }
+    generations = set(catalog.stored_features())
     contents = checked["contents"]
     for spec in specs:
-        bad = count(
-            "SELECT count(*) FROM vectors WHERE feature = ? AND length(vector) != ?",
-            spec.name,
-            spec.bytes_per_image,
-        )
-        values = len(_bad_values(conn, spec))
+        bad = catalog.count_wrong_size_vectors(spec.name, spec.bytes_per_image)
+        values = len(_bad_values(catalog, spec))
         if bad or values:
             problems.append(
                 Problem(
@@ -243,13 +213,9 @@ def _catalog_problems(
                     fix="delete them; " + _REINDEX,
                 )
             )
-        have = count("SELECT count(*) FROM vectors WHERE feature = ?", spec.name)
+        have = catalog.count_vectors(spec.name)
         checked.setdefault("features", {})[spec.name] = have
-        lacking = count(
-            "SELECT count(*) FROM contents c WHERE NOT EXISTS (SELECT 1 FROM vectors v "
-            "WHERE v.content_id = c.id AND v.feature = ?)",
-            spec.name,
-        )
+        lacking = catalog.count_contents_lacking(spec.name)
         if lacking and contents:
             problems.append(
                 Problem(
@@ -299,7 +265,7 @@ def _index_problems(col: Collection, specs: list, generations: dict, wanted: dic
                 )
             )
             continue
-        index: Any = col.store.read(path, spec)  # a VectorIndex
+        index = col.store.read(path, spec)
         if index is None:
             problems.append(
                 Problem(
@@ -387,28 +353,24 @@ def verify(col: Collection) -> IntegrityReport:
     except CatalogDamaged as exc:
         report.problems.append(_damaged(exc))
         return report
-    conn = col.catalog.conn
-    conn.execute("BEGIN")  # one read snapshot: counts, generations and ids agree
-    try:
-        _catalog_problems(conn, specs, report.checked, report.problems)
-        report.problems += _path_problems(col)
-        generations = {spec.name: col.catalog.generation(spec.name) for spec in specs}
-        wanted = {spec.name: col.catalog.vector_ids(spec.name) for spec in specs}
-    except CatalogDamaged as exc:
-        report.problems.append(_damaged(exc))
-        return report
-    except sqlite3.DatabaseError as exc:
-        report.problems.append(
-            Problem(
-                "sqlite",
-                f"the catalog cannot be read: {exc}",
-                fix="rebuild the catalog's indexes (REINDEX, VACUUM)",
+    with col.catalog.audit_snapshot():  # one read: counts, generations and ids agree
+        try:
+            _catalog_problems(col.catalog, specs, report.checked, report.problems)
+            report.problems += _path_problems(col)
+            generations = {spec.name: col.catalog.generation(spec.name) for spec in specs}
+            wanted = {spec.name: col.catalog.vector_ids(spec.name) for spec in specs}
+        except CatalogDamaged as exc:
+            report.problems.append(_damaged(exc))
+            return report
+        except sqlite3.DatabaseError as exc:
+            report.problems.append(
+                Problem(
+                    "sqlite",
+                    f"the catalog cannot be read: {exc}",
+                    fix="rebuild the catalog's indexes (REINDEX, VACUUM)",
+                )
             )
-        )
-        return report
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("COMMIT")
+            return report
     report.problems += _index_problems(col, specs, generations, wanted)
     report.checked["index_files"] = sum(
         1 for spec in specs if col.store.path(spec, generations[spec.name]).exists()
@@ -464,10 +426,8 @@ def repair(col: Collection) -> IntegrityReport:
 
 
 def _mend_sqlite(col: Collection) -> list[str]:
-    conn = col.catalog.conn
     try:
-        conn.execute("REINDEX")
-        conn.execute("VACUUM")
+        col.catalog.rebuild_sql_indexes()
     except sqlite3.DatabaseError as exc:
         raise CatalogError(
             f"the catalog {col.catalog.path} is damaged beyond repair in place ({exc}); "
@@ -479,57 +439,29 @@ def _mend_sqlite(col: Collection) -> list[str]:
 def _mend_catalog(col: Collection, specs: list) -> list[str]:
     done: list[str] = []
     names = [spec.name for spec in specs]
-    with col.catalog.transaction() as conn:
+    catalog = col.catalog
 
-        def run(sql: str, args: tuple, what: str) -> None:
-            n = conn.execute(sql, args).rowcount
-            if n > 0:
-                done.append(f"{what}: {n}")
+    def note(what: str, n: int) -> None:
+        if n > 0:
+            done.append(f"{what}: {n}")
 
-        run(
-            "DELETE FROM files WHERE id NOT IN (SELECT max(id) FROM files GROUP BY path)",
-            (),
-            "deleted duplicated file rows",
-        )
-        run(
-            "DELETE FROM files WHERE content_id IS NOT NULL AND content_id NOT IN "
-            "(SELECT id FROM contents)",
-            (),
-            "forgot files pointing at missing contents",
-        )
-        run(
-            "DELETE FROM files WHERE (content_id IS NULL) = (error IS NULL)",
-            (),
-            "forgot malformed file rows",
-        )
-        run(
-            "DELETE FROM vectors WHERE content_id NOT IN (SELECT id FROM contents)",
-            (),
-            "deleted vectors of missing contents",
-        )
-        marks = ",".join("?" * len(names)) or "''"
-        run(
-            f"DELETE FROM vectors WHERE feature NOT IN ({marks})",
-            tuple(names),
-            "deleted vectors of unused features",
-        )
+    with catalog.transaction():
+        note("deleted duplicated file rows", catalog.delete_duplicate_file_rows())
+        note("forgot files pointing at missing contents", catalog.delete_dangling_files())
+        note("forgot malformed file rows", catalog.delete_malformed_files())
+        note("deleted vectors of missing contents", catalog.delete_orphan_vectors())
+        note("deleted vectors of unused features", catalog.delete_vectors_except(names))
         for spec in specs:
-            run(
-                "DELETE FROM vectors WHERE feature = ? AND length(vector) != ?",
-                (spec.name, spec.bytes_per_image),
+            note(
                 f"deleted {spec.name} vectors of the wrong size",
+                catalog.delete_wrong_size_vectors(spec.name, spec.bytes_per_image),
             )
-            values = _bad_values(conn, spec)
-            conn.executemany(
-                "DELETE FROM vectors WHERE feature = ? AND content_id = ?",
-                [(spec.name, i) for i in values],
-            )
+            values = _bad_values(catalog, spec)
+            catalog.delete_vectors_of(spec.name, values)
             if values:
                 done.append(f"deleted {spec.name} vectors with impossible values: {len(values)}")
-        n = col.catalog.delete_orphan_contents()
-        if n:
-            done.append(f"deleted contents no file points at: {n}")
-        col.catalog.bump_generation(names)  # every index file is brought up to date
+        note("deleted contents no file points at", catalog.delete_orphan_contents())
+        catalog.bump_generation(names)  # every index file is brought up to date
     return done
 
 
@@ -567,173 +499,3 @@ def _mend_index_files(col: Collection, before: IntegrityReport) -> list[str]:
     if tmp:
         done.append(f"deleted {len(tmp)} leftover temporary files")
     return done
-
-
-# -- salvaging a damaged catalog ----------------------------------------------------------------
-
-#: Each table's columns, and the orders to read it in (from each end: a damaged page in the
-#: middle stops one direction, the other reads on from the far end).
-_TABLES = {
-    "meta": ("key, value", ("rowid",)),
-    "contents": ("id, sha256, width, height, format, created_at", ("id",)),
-    "files": (
-        "id, path, size, mtime_ns, content_id, error, added_at, updated_at",
-        ("id",),
-    ),
-    "vectors": ("content_id, feature, vector", ("rowid",)),
-    "metadata": ("path, key, value", ("path, key",)),
-}
-
-
-def _readable_rows(src: sqlite3.Connection, table: str) -> tuple[list[tuple], bool]:
-    """The rows of ``table`` that can be read, and whether that is all of them."""
-    columns, (order,) = _TABLES[table]
-    found: dict[tuple, tuple] = {}
-    width = 2 if table in ("vectors", "metadata") else 1
-    for direction in ("", " DESC"):
-        descending = ", ".join(f"{c.strip()}{direction}" for c in order.split(","))
-        try:
-            for row in src.execute(f"SELECT {columns} FROM {table} ORDER BY {descending}"):
-                found[row[:width]] = row
-        except sqlite3.DatabaseError:
-            continue
-        if not direction:
-            return list(found.values()), True  # read to the end in one go
-    if table == "metadata":  # its index on (key, value) holds every column: read through it
-        with contextlib.suppress(sqlite3.DatabaseError):
-            for row in src.execute(f"SELECT {columns} FROM metadata INDEXED BY metadata_by_key"):
-                found.setdefault(row[:width], row)
-    if table == "files":  # path and content of the indexed files are in its SQL indexes
-        with contextlib.suppress(sqlite3.DatabaseError):
-            paths = dict(
-                src.execute("SELECT id, path FROM files INDEXED BY sqlite_autoindex_files_1")
-            )
-            contents = src.execute(
-                "SELECT id, content_id FROM files INDEXED BY files_content "
-                "WHERE content_id IS NOT NULL"
-            )
-            for file_id, content_id in contents:
-                if (file_id,) not in found and file_id in paths:
-                    # size and time unknown: the next `lookalike index` reads the file again
-                    found[(file_id,)] = (file_id, paths[file_id], -1, -1, content_id, None, 0, 0)
-    return list(found.values()), False
-
-
-def _backup_name(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        candidate = path.with_name(f"{path.stem}.damaged-{stamp}{f'-{n}' if n else ''}.sqlite")
-        if not os.path.lexists(candidate):
-            return candidate
-    raise CatalogError(f"cannot find a free name beside {path} to keep the damaged catalog")
-
-
-def _model_number(path: Path) -> int:
-    digits = path.name.split(".model", 1)[-1].split(".")[0]
-    return int(digits) if digits.isdigit() else -1
-
-
-def salvage(col: Collection) -> list[str]:
-    """Move the damaged catalog aside and copy what can be read of it (metadata first: it
-    cannot be recomputed; then files, images and vectors) into a new one; call holding the
-    writer lock. What was lost is indexed again by the next ``lookalike index``."""
-    old = col.catalog.path
-    col.catalog.close()
-    fresh = old.with_name("catalog.salvaged.sqlite")  # moved into place once complete
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{fresh}{suffix}").unlink(missing_ok=True)
-    try:
-        catalog, kept, lost = _copy_readable(col, old, fresh)
-    except BaseException:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{fresh}{suffix}").unlink(missing_ok=True)
-        col.replace_catalog(Catalog(old, damaged_ok=True))
-        raise
-    catalog.close()
-    backup = _backup_name(old)
-    for suffix in ("", "-wal", "-shm"):  # committed pages not yet in the main file go along
-        if os.path.lexists(f"{old}{suffix}"):
-            os.replace(f"{old}{suffix}", f"{backup}{suffix}")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.lexists(f"{fresh}{suffix}"):
-            os.replace(f"{fresh}{suffix}", f"{old}{suffix}")
-    col.replace_catalog(Catalog(old))
-    done = [
-        f"the catalog was damaged: moved it aside to {backup} and copied what could be read "
-        f"into a new catalog: {kept['files']} files, {kept['contents']} images, "
-        f"{kept['vectors']} vectors, {kept['metadata']} metadata values, {kept['meta']} settings"
-    ]
-    if lost:
-        done.append(
-            "could not read all of: " + ", ".join(lost) + "; run `lookalike index` on your "
-            "folders to add what was lost again (settings lost: index options and a CLIP "
-            "model must be given again)"
-        )
-    return done
-
-
-def _copy_readable(
-    col: Collection, old: Path, fresh: Path
-) -> tuple[Catalog, dict[str, int], list[str]]:
-    """A new catalog at ``fresh`` with what can be read of ``old``; row counts, and the tables
-    that could not be read in full."""
-    from lookalike.features.models import MODEL_NAME
-    from lookalike.features.registry import LEARNED_BITS, all_features
-
-    rows: dict[str, list[tuple]] = {}
-    lost: list[str] = []
-    try:
-        src = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
-    except sqlite3.Error:
-        src = None
-    for table in _TABLES:
-        try:
-            if src is None:
-                raise sqlite3.DatabaseError("cannot open")
-            rows[table], complete = _readable_rows(src, table)
-        except sqlite3.DatabaseError:
-            rows[table], complete = [], False
-        if not complete:
-            lost.append(table)
-    if src is not None:
-        src.close()
-
-    catalog = Catalog(fresh)
-    with catalog.transaction() as conn:
-        conn.executemany("INSERT OR IGNORE INTO contents VALUES (?, ?, ?, ?, ?, ?)",
-                         rows["contents"])  # fmt: skip
-        contents = {r[0] for r in rows["contents"]}
-        files = [
-            r for r in rows["files"]
-            if (r[4] is None) != (r[5] is None) and (r[4] is None or r[4] in contents)
-        ]  # fmt: skip
-        conn.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", files)
-        vectors = [r for r in rows["vectors"] if r[0] in contents]
-        conn.executemany("INSERT OR IGNORE INTO vectors VALUES (?, ?, ?)", vectors)
-        conn.executemany("INSERT OR IGNORE INTO metadata VALUES (?, ?, ?)", rows["metadata"])
-        meta = dict(rows["meta"])
-        stored = {r[1] for r in vectors}
-        if "features" not in meta and stored:  # lost: the features that have vectors
-            known = [n for n in all_features() if n in stored]
-            meta["features"] = ",".join(known)
-        if "model" not in meta and stored:
-            meta["model"] = MODEL_NAME
-        for name in stored & set(LEARNED_BITS):
-            if f"model:{name}" not in meta:  # the fitted model file is still there: use it
-                models = sorted(col.folder.glob(f"{name}.model*.npz"), key=_model_number)
-                if models:
-                    meta[f"model:{name}"] = models[-1].name
-        for key, value in meta.items():
-            if not key.startswith("generation:"):
-                catalog.set_meta(key, str(value))
-        for name in stored:  # newer than every index file on disk: all are rebuilt
-            on_disk = [g for g, _ in col.store.files(name)]
-            old_generation = counter(meta.get(f"generation:{name}", 0))
-            catalog.set_meta(f"generation:{name}", str(max([old_generation, *on_disk]) + 1))
-        catalog.normalize_paths()
-        catalog.delete_orphan_contents()
-        kept = {
-            what: catalog.conn.execute(f"SELECT count(*) FROM {what}").fetchone()[0]
-            for what in ("files", "contents", "vectors", "metadata", "meta")
-        }
-    return catalog, kept, lost

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,8 +26,9 @@ from lookalike.features.registry import (
     pixel_features,
 )
 from lookalike.images import QueryImage, decode_query
-from lookalike.index.flat import FlatIndex
+from lookalike.index.base import VectorIndex, filters_itself
 from lookalike.index.store import IndexStore, new_index
+from lookalike.index.two_stage import rerank as rerank_exactly
 
 if TYPE_CHECKING:
     from lookalike.filters import Node
@@ -63,7 +64,7 @@ class Searcher:
         self.catalog = catalog
         self.store = store
         self.models = models
-        self._other_metric: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._other_metric: dict[tuple[str, str], tuple[int, VectorIndex]] = {}
 
     def searchable(self, name: str) -> FeatureInfo:
         """Feature ``name``, if the collection has vectors of it to search."""
@@ -164,13 +165,13 @@ class Searcher:
             if rerank_vectors is None:
                 raise ValueError("rerank needs the query's vectors of the rerank feature")
             want = min(size, shortlist or max(200, 20 * k))
-        exact = isinstance(index, FlatIndex)  # approximate or Milvus indexes: no expansion
+        exact = index.capabilities.exact  # approximate or Milvus indexes: no expansion
         if expand and exact and feature == DEEP.name and metric == spec.metric and not rerank:
             score, ids = self.store.expanded().search(vectors, want, contents)
             return self.matches(score, 1.0 - score, ids, k, files)
         if contents is None:
             raw, ids = index.search(vectors, want)
-        elif hasattr(index, "search_filtered"):  # Milvus: the filter is pushed down to it
+        elif filters_itself(index):  # Milvus: the filter is pushed down to it
             raw, ids = index.search_filtered(vectors, want, where, folder, contents)
         else:  # inside the search: only the allowed vectors are ranked
             raw, ids = index.search(vectors, want, ids=contents)
@@ -205,7 +206,7 @@ class Searcher:
             raise UnknownFeature(f"{metric} compares histograms; {spec.name} is not one")
         return metric
 
-    def _index(self, spec: FeatureInfo, metric: str) -> Any:
+    def _index(self, spec: FeatureInfo, metric: str) -> VectorIndex:
         """The feature's own index, or an exact one under another metric."""
         if metric == spec.metric:
             return self.store.get(spec)
@@ -223,24 +224,8 @@ class Searcher:
         self, name: str, queries: np.ndarray, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Order each row of candidate ids exactly by feature ``name``."""
-        from lookalike.features.metrics import scores
-
         spec = self.searchable(name)
-        index: Any = self.store.get(spec)
-        rows_score, rows_distance, rows_ids = [], [], []
-        for query, row in zip(queries, candidates, strict=True):
-            ids = row[row >= 0]
-            if hasattr(index, "vectors_of"):  # in memory already
-                vectors = index.vectors_of(ids)
-            else:
-                vectors = self.catalog.vectors_for(name, spec.width, ids.tolist(), spec.dtype)
-            score, distance = scores(spec.metric, query[None], vectors)
-            order = np.argsort(-score[0], kind="stable")
-            pad = len(row) - len(ids)
-            rows_score.append(np.pad(score[0][order], (0, pad), constant_values=-np.inf))
-            rows_distance.append(np.pad(distance[0][order], (0, pad), constant_values=np.inf))
-            rows_ids.append(np.pad(ids[order], (0, pad), constant_values=-1))
-        return np.array(rows_score), np.array(rows_distance), np.array(rows_ids)
+        return rerank_exactly(queries, candidates, self.store.vectors_of(spec), spec.metric)
 
     def matches(
         self,
@@ -258,9 +243,9 @@ class Searcher:
             matches: list[Match] = []
             for s, d, content_id in zip(row_score, row_distance, row_ids, strict=True):
                 matches.extend(
-                    Match(h.path, float(s), h.file_id, h.width, h.height, h.content_id, float(d))
+                    Match(h.path, float(s), h.id, h.width, h.height, h.content_id, float(d))
                     for h in hits.get(int(content_id), [])
-                    if files is None or h.file_id in files
+                    if files is None or h.id in files
                 )
             out.append(matches[:k])
         if self.catalog.has_metadata():

@@ -1,8 +1,10 @@
-"""The shape of the code: no import cycle in lookalike/ and bench/; search does not load tuning."""
+"""The shape of the code: no import cycle in lookalike/ and bench/; search does not load tuning;
+no module of lookalike/ over 600 lines; SQL only in the catalog modules."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +111,89 @@ def test_search_path_does_not_import_tuning() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+MAX_MODULE_LINES = 600
+
+#: The statements SQLite runs, as a string literal starting with one of them (what follows the
+#: keyword says it is SQL, not a sentence beginning with "select" or "with").
+SQL_STATEMENT = re.compile(
+    r"""\s*(
+        select\s.*\bfrom\b | select\s+(\d|exists\b|count\b|\*|\?)
+        | insert\s+(or\s+\w+\s+)?into\b
+        | update\s+\w+\s+set\b
+        | delete\s+from\b
+        | create\s+(unique\s+|temp\s+|temporary\s+|virtual\s+)*(table|index|view|trigger)\b
+        | pragma\s+\w+
+        | begin(\s+(deferred|immediate|exclusive))?(\s+transaction)?\s*;?\s*$
+        | (commit|rollback|reindex|vacuum|analyze)\b\s*;?\s*$
+        | alter\s+table\b
+        | drop\s+(table|index|view|trigger)\b
+        | with\s+(recursive\s+)?\w+(\s*\([^)]*\))?\s+as\s*\(
+    )""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+
+
+def test_sql_pattern_tells_statements_from_sentences() -> None:
+    for sql in (
+        "SELECT count(*) FROM files",
+        "select 1",
+        "INSERT OR IGNORE INTO files VALUES (?)",
+        "UPDATE files SET path = ?",
+        "DELETE FROM vectors",
+        "CREATE UNIQUE INDEX x ON t(a)",
+        "PRAGMA user_version",
+        "BEGIN IMMEDIATE",
+        "VACUUM",
+        "ALTER TABLE files ADD COLUMN x",
+        "DROP INDEX x",
+        "WITH ids(id) AS (SELECT 1) SELECT id FROM ids",
+    ):
+        assert SQL_STATEMENT.match(sql), sql
+    for text in ("select the images to show", "with --repair, mend it", "Update the index"):
+        assert not SQL_STATEMENT.match(text), text
+
+
+def string_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """``(line, text)`` of every string literal, f-strings with ``x`` for each placeholder."""
+    out: list[tuple[int, str]] = []
+    inside: set[int] = set()  # the parts of f-strings, seen with their f-string
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = []
+            for value in node.values:
+                inside.add(id(value))
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    parts.append(value.value)
+                else:
+                    parts.append("x")
+            out.append((node.lineno, "".join(parts)))
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in inside
+        ):
+            out.append((node.lineno, node.value))
+    return out
+
+
+def test_no_module_over_600_lines() -> None:
+    long = {
+        str(path.relative_to(REPO)): lines
+        for path in (REPO / "lookalike").rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_sql_only_in_the_catalog_modules() -> None:
+    found = []
+    for path in sorted((REPO / "lookalike").rglob("*.py")):
+        if path.parent == REPO / "lookalike" and path.name.startswith("catalog"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for line, text in string_literals(tree):
+            if SQL_STATEMENT.match(text):
+                found.append(f"{path.relative_to(REPO)}:{line}: {text.strip()[:60]}")
+    assert found == []

@@ -1,4 +1,4 @@
-"""Geometric verification (lookalike.verify) and the copy check (lookalike.check)."""
+"""Geometric verification (lookalike.copies.geometry) and the copy check (copies.check)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from conftest import make_images
 from PIL import Image, ImageDraw
 
 import lookalike
-from lookalike.check import CheckResult, check_copy, copy_score
+from lookalike.copies.check import CheckResult, check_copy, copy_score
+from lookalike.copies.geometry import verify_pair
 from lookalike.eval.transforms import crop, hflip, rotate
 from lookalike.images import ImageError
-from lookalike.verify import verify_pair
 
 INDEXED = (
     "astronaut", "coffee", "chelsea", "rocket", "camera", "retina", "motorcycle_left",

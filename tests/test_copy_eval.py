@@ -1,4 +1,4 @@
-"""Copy generator (lookalike.eval.copies) and copy-detection metrics (lookalike.eval.metrics)."""
+"""Copy generator (lookalike.eval.copies) and copy-detection metrics (eval.copy_metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from lookalike.eval.copies import DEFAULT_MIX, TRANSFORMS, make_copy
-from lookalike.eval.metrics import micro_average_precision, recall_at_1, recall_at_precision
+from lookalike.eval.copy_metrics import micro_average_precision, recall_at_1, recall_at_precision
 
 SIZES = [(16, 16), (1000, 200), (200, 1000), (224, 224), (301, 97)]
 REQUIRED = {

@@ -17,8 +17,8 @@ from lookalike.eval.tuning import evaluate_splits, split_by_class, split_by_imag
 from lookalike.features.pooling import average_pool, gem, l2_normalize
 from lookalike.features.projection import Projection
 from lookalike.features.whiten import Whitening
-from lookalike.index.expanded import ExpandedIndex
-from lookalike.index.expansion import augment_database, expand_queries
+from lookalike.index.centred_search import ExpandedIndex
+from lookalike.index.query_expansion import augment_database, expand_queries
 
 # -- metrics against hand-computed values -------------------------------------------------------
 

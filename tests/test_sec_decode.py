@@ -116,7 +116,7 @@ def test_preprocess_keeps_its_output_for_ordinary_images() -> None:
 
 
 def test_bounded_query_reduces_only_oversized_queries() -> None:
-    from lookalike.check import MAX_QUERY_PIXELS, bounded_query
+    from lookalike.copies.check import MAX_QUERY_PIXELS, bounded_query
 
     small = Image.new("RGB", (896, 4000))
     assert bounded_query(small) is small
@@ -152,7 +152,7 @@ def test_http_search_and_check_refuse_strips_without_5xx(client, strips) -> None
 
 def test_check_and_index_skip_strips(tmp_path: Path, strips: dict[str, bytes]) -> None:
     import lookalike
-    from lookalike.check import check_copy
+    from lookalike.copies.check import check_copy
 
     photos = tmp_path / "photos"
     make_images(photos, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -51,6 +52,9 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path: Path) -> No
         while committed_files(db) <= 16:  # the writer holds the lock and has committed a batch
             assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read()
             time.sleep(0.02)
+        # the writer is paused while the others try (it still holds the lock, as a writer
+        # busy with a long batch would): on a loaded machine it could finish first otherwise
+        os.kill(writer.pid, signal.SIGSTOP)
         refused = {
             "index": [EXE, "index", str(first), "--db", str(db)],
             "remove": [EXE, "remove", str(first / "gen_91_0001.jpg"), "--db", str(db)],
@@ -69,12 +73,14 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path: Path) -> No
         checked = subprocess.run([EXE, "verify", "--db", str(db), "--json"],
                                  capture_output=True, text=True, timeout=120)  # fmt: skip
         assert json.loads(checked.stdout)["ok"], checked.stdout
+        os.kill(writer.pid, signal.SIGCONT)
         reader.join(timeout=300)
         assert not failures, failures
         assert counts == sorted(counts), "a reader never sees the collection shrink"
         assert len(set(counts)) >= 2, f"no search ran while the writer wrote: {counts}"
     finally:
         if writer.poll() is None:
+            os.kill(writer.pid, signal.SIGCONT)
             writer.kill()
         writer.wait()
     assert writer.returncode == 0, writer.stderr.read()

@@ -190,7 +190,7 @@ def _search_text(args: argparse.Namespace, where: Node | None, filtered: bool) -
 
 def cmd_check(args: argparse.Namespace) -> int:
     """A verdict for each suspect image: a copy of one in the index, or not."""
-    from lookalike.check import check_copy
+    from lookalike.copies.check import check_copy
 
     status = EXIT_OK
     with open_collection(args, create=False) as col:

@@ -6,7 +6,7 @@ that is NOT indexed, so that a confident wrong answer costs precision. Every ori
 random copies from :func:`lookalike.eval.copies.make_copy` (1-3 edits: crops, rescales, JPEG,
 rotation, flips, colour, text, overlays, borders, screenshots...). Each copy's best match and
 its cosine score are the predictions; figures as in the DISC 2021 challenge
-(:mod:`lookalike.eval.metrics`): micro average precision, recall at precision 0.99, recall@1.
+(:mod:`lookalike.eval.copy_metrics`): micro average precision, recall at precision 0.99, recall@1.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookalike.eval.copy_metrics import micro_average_precision, recall_at_1, recall_at_precision
 from lookalike.eval.labels import image_files
-from lookalike.eval.metrics import micro_average_precision, recall_at_1, recall_at_precision
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -92,7 +92,7 @@ def parse_settings(text: str | Sequence[str] | None) -> list[str]:
 def _transform(col, name: str, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(database vectors, query vectors) of a ``deep+...`` setting."""
     from lookalike.features.whiten import Whitening
-    from lookalike.index.expansion import QE_K, augment_database, expand_queries
+    from lookalike.index.query_expansion import QE_K, augment_database, expand_queries
 
     db = np.asarray(vectors, dtype=np.float32)
     steps = name.split("+")[1:]

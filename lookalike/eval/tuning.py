@@ -29,7 +29,7 @@ from lookalike.features.registry import DEEP
 
 if TYPE_CHECKING:
     from lookalike.collection import Collection
-    from lookalike.index.expanded import ExpandedIndex
+    from lookalike.index.centred_search import ExpandedIndex
 
 TEST_SHARE = 0.5
 SHRINKAGES = (0.8, 0.9, 0.95)

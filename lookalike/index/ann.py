@@ -19,12 +19,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.index import subset
+from lookalike.index.base import Capabilities
 from lookalike.index.flat import MISSING_SCORE, FlatIndex, _as_ids, _as_vectors, id_map
 
 Fetch = Callable[[np.ndarray], np.ndarray]
@@ -130,6 +132,9 @@ class AnnIndex:
     ``fetch(ids) -> float32 [n, dim]`` gives exact vectors (for re-scoring and small filtered
     searches); without it lossy indexes return their approximate scores.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=False, keeps_vectors=True)
+    kind: ClassVar[str] = "flat"
 
     def __init__(self, dim: int, index: faiss.Index, fetch: Fetch | None = None) -> None:
         self.dim = dim

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.index import subset
+from lookalike.index.base import Capabilities
 from lookalike.index.flat import _as_ids
 
 #: Distance faiss gives a missing result slot (id -1) of a Hamming search.
@@ -17,6 +19,9 @@ MISSING_DISTANCE = np.iinfo(np.int32).max
 
 class BinaryIndex:
     """Brute-force Hamming search over ``bits``-bit codes packed in uint8 [N, bits/8]."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=True)
+    kind: ClassVar[str] = "binary"
 
     def __init__(self, bits: int, index: faiss.IndexBinaryIDMap | None = None) -> None:
         if bits <= 0 or bits % 8:

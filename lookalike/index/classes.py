@@ -10,10 +10,12 @@ matrix-vector product (a few milliseconds for 100,000 images).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from lookalike.atomic import savez_atomic
+from lookalike.index.base import Capabilities
 
 NUM_CLASSES = 1000
 TOP_K = 32
@@ -68,6 +70,9 @@ class ClassIndex:
     ``scores(weights)`` gives every image's ``sum_k p_k w_k`` for rows of class weights;
     ``search`` takes packed rows (a query image's own classes) like the other indexes do.
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=True, keeps_vectors=True)
+    kind: ClassVar[str] = "classes"
 
     width = WIDTH
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from lookalike.atomic import savez_atomic
+from lookalike.index.base import Capabilities
 
 
 class ExactIndex:
     """Brute-force search under ``metric``; ``search`` returns distances, smallest first."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=True, keeps_vectors=True)
+    kind: ClassVar[str] = "exact"
 
     def __init__(self, dim: int, metric: str, dtype: np.dtype | type = np.float32) -> None:
         self.dim, self.metric, self.dtype = dim, metric, np.dtype(dtype)

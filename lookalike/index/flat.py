@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar
 
 import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.index import subset
+from lookalike.index.base import Capabilities
 
 #: Score faiss gives a missing result slot (id -1) of an inner-product search.
 MISSING_SCORE = np.float32(-np.finfo(np.float32).max)
 #: Up to this many queries on an index of at least SCAN_MIN vectors: one BLAS product instead.
 SCAN_QUERIES = 8
 SCAN_MIN = 20_000
-
-
-class VectorIndex(Protocol):
-    """What the collection needs of a vector store."""
-
-    dim: int
-
-    def __len__(self) -> int: ...
-
-    def ids(self) -> np.ndarray: ...
-
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
-
-    def remove(self, ids: np.ndarray) -> int: ...
-
-    def search(
-        self, queries: np.ndarray, k: int, ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def save(self, path: Path) -> None: ...
 
 
 def _as_vectors(vectors: np.ndarray, dim: int) -> np.ndarray:
@@ -58,6 +39,9 @@ def id_map(index: faiss.Index) -> faiss.IndexIDMap:
 
 class FlatIndex:
     """Exact inner-product (cosine on unit vectors) search with 64-bit ids."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=True, keeps_vectors=True)
+    kind: ClassVar[str] = "flat"
 
     def __init__(self, dim: int, index: faiss.IndexIDMap | None = None) -> None:
         self.dim = dim

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import ClassVar, cast
 
 import faiss
 import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.index import subset
+from lookalike.index.base import Capabilities, VectorIndex
 from lookalike.index.binary import MISSING_DISTANCE, BinaryIndex
 from lookalike.index.flat import _as_ids
 
@@ -27,6 +29,9 @@ COMPACT_FRACTION = 0.2
 
 class MihIndex:
     """Approximate k-nearest-neighbour Hamming search by multi-index hashing."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(exact=False)
+    kind: ClassVar[str] = "binary"
 
     def __init__(self, bits: int, index: faiss.IndexBinary | None = None,
                  ids: np.ndarray | None = None) -> None:  # fmt: skip
@@ -51,6 +56,11 @@ class MihIndex:
 
     def tombstones(self) -> int:
         return int((self._ids < 0).sum())
+
+    def needs_compaction(self) -> bool:
+        """Whether removed entries exceed :data:`COMPACT_FRACTION` of all (time to rebuild)."""
+        total = len(self._ids)
+        return total > 0 and self.tombstones() > COMPACT_FRACTION * total
 
     def ids(self) -> np.ndarray:
         return self._ids[self._ids >= 0].copy()
@@ -125,13 +135,14 @@ def load_binary(path: Path, bits: int) -> BinaryIndex | MihIndex:
         return MihIndex(bits, index, data["ids"])
 
 
-def kind_of(index) -> str:
-    return "mih" if isinstance(index, MihIndex) else "flat"
+def kind_of(index: VectorIndex) -> str:
+    """``mih`` for a multi-index hashing index (the approximate binary kind), else ``flat``."""
+    return "mih" if index.kind == "binary" and not index.capabilities.exact else "flat"
 
 
-def needs_compaction(index) -> bool:
-    total = len(index._ids) if isinstance(index, MihIndex) else 0
-    return total > 0 and index.tombstones() > COMPACT_FRACTION * total
+def needs_compaction(index: VectorIndex) -> bool:
+    """Whether ``index`` is a multi-index hashing index due for a rebuild."""
+    return kind_of(index) == "mih" and cast(MihIndex, index).needs_compaction()
 
 
 def new_binary(kind: str, bits: int) -> BinaryIndex | MihIndex:

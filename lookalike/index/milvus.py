@@ -19,13 +19,14 @@ import json
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lookalike.atomic import write_atomic
 from lookalike.errors import Unavailable
 from lookalike.features.registry import FeatureInfo
+from lookalike.index.base import Capabilities
 from lookalike.index.flat import MISSING_SCORE, _as_ids
 
 KEY_BACKEND = "backend"
@@ -108,6 +109,11 @@ def _index_choice(catalog) -> str:
 
 class MilvusIndex:
     """One feature's vectors in a Milvus collection, behind the faiss indexes' protocol."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        exact=False, filters_itself=True, keeps_vectors=True
+    )
+    kind: ClassVar[str] = "milvus"
 
     def __init__(self, settings: dict, info: FeatureInfo, catalog, name: str) -> None:
         self.uri, self.prefix = settings["uri"], settings["prefix"]

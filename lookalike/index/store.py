@@ -12,60 +12,23 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from lookalike.catalog import Catalog
 from lookalike.features.projection import load_projection, projection_file
 from lookalike.features.registry import CLASSES, CLIP_NAME, DEEP, FeatureInfo, all_features
-from lookalike.index import policy
-from lookalike.index.exact import ExactIndex
-from lookalike.index.expanded import ExpandedIndex
-from lookalike.index.flat import FlatIndex
+from lookalike.index import kinds, policy
+from lookalike.index.base import VectorIndex, VectorsOf, keeps_vectors
+from lookalike.index.centred_search import ExpandedIndex
+from lookalike.index.classes import ClassIndex
 
 
-def index_kind(info: FeatureInfo) -> str:
-    """``"binary"`` (Hamming, faiss), ``"flat"`` (inner product, faiss), ``"exact"`` (numpy) or
-    ``"classes"`` (sparse class probabilities, :mod:`lookalike.index.classes`)."""
-    if info.kind == "classes":
-        return "classes"
-    if info.binary:
-        return "binary"
-    return "flat" if info.metric == "cosine" else "exact"
-
-
-_EXTENSIONS = {"binary": ".bfaiss", "flat": ".faiss", "exact": ".npz", "classes": ".npz"}
-
-
-def new_index(info: FeatureInfo, metric: str | None = None):
-    """An empty index for ``info`` (under ``metric`` if it differs from the feature's own)."""
-    metric = metric or info.metric
-    if info.kind == "classes":
-        from lookalike.index.classes import ClassIndex
-
-        return ClassIndex()
-    if info.binary:
-        from lookalike.index.binary import BinaryIndex
-
-        return BinaryIndex(info.dim)
-    if metric == "cosine":
-        return FlatIndex(info.width)
-    return ExactIndex(info.width, metric, info.dtype)
-
-
-def _load(path: Path, info: FeatureInfo):
-    kind = index_kind(info)
-    if kind == "classes":
-        from lookalike.index.classes import ClassIndex
-
-        return ClassIndex.load(path)
-    if kind == "binary":
-        from lookalike.index.binary import BinaryIndex
-
-        return BinaryIndex.load(path, info.dim)
-    if kind == "flat":
-        return FlatIndex.load(path, info.width)
-    return ExactIndex.load(path, info.width, info.metric, info.dtype)
+def new_index(info: FeatureInfo, metric: str | None = None) -> VectorIndex:
+    """An empty index for ``info`` on this machine (under ``metric`` if it differs from the
+    feature's own)."""
+    return kinds.local(info, metric).create(info, metric or info.metric, None)
 
 
 class IndexStore:
@@ -74,12 +37,11 @@ class IndexStore:
     def __init__(self, folder: Path, catalog: Catalog) -> None:
         self.folder = folder
         self.catalog = catalog
-        self._cache: dict[str, tuple[int, object]] = {}
+        self._cache: dict[str, tuple[int, VectorIndex]] = {}
         self._expanded: tuple[tuple[int, str, int], ExpandedIndex] | None = None
 
     def path(self, info: FeatureInfo, generation: int) -> Path:
-        kind = index_kind(info)
-        extension = policy.extension(self.catalog, kind) or _EXTENSIONS[kind]
+        extension = kinds.of(info, self.catalog).extension
         return self.folder / f"{info.name}.g{generation}{extension}"
 
     def files(self, name: str) -> list[tuple[int, Path]]:
@@ -91,7 +53,7 @@ class IndexStore:
                 found.append((int(number), path))
         return sorted(found, reverse=True)
 
-    def get(self, info: FeatureInfo):
+    def get(self, info: FeatureInfo) -> VectorIndex:
         """The index of ``info`` for the catalog's current generation of it."""
         generation = self.catalog.generation(info.name)
         cached = self._cache.get(info.name)
@@ -100,18 +62,35 @@ class IndexStore:
         index = self._read(self.path(info, generation), info)
         if index is None:
             index, generation = self._sync(info, cached[1] if cached else None)
-        policy.attach(self.catalog, info, index)
         self._cache[info.name] = (generation, index)
         return index
 
-    def _read(self, path: Path, info: FeatureInfo):
+    def vectors_of(self, info: FeatureInfo) -> VectorsOf:
+        """``ids -> vectors`` of ``info``: from its index when that keeps them, else from the
+        catalog."""
+        index = self.get(info)
+        if keeps_vectors(index):
+            return index.vectors_of
+
+        def from_catalog(ids: np.ndarray) -> np.ndarray:
+            return self.catalog.vectors_for(info.name, info.width, ids.tolist(), info.dtype)
+
+        return from_catalog
+
+    def class_index(self) -> ClassIndex:
+        """The index of the images' class probabilities (the ``classes`` feature)."""
+        index = self.get(CLASSES)
+        if index.kind != "classes":
+            raise TypeError(f"the {CLASSES.name} feature has a {index.kind} index")
+        return cast(ClassIndex, index)
+
+    def _read(self, path: Path, info: FeatureInfo) -> VectorIndex | None:
         try:
-            index = policy.load(path, info, index_kind(info), self.catalog)
-            return index if index is not None else _load(path, info)
+            return kinds.of_file(path, info).load(path, info, self.catalog)
         except Exception:  # missing or damaged: the catalog can rebuild it
             return None
 
-    def _sync(self, info: FeatureInfo, base) -> tuple[object, int]:
+    def _sync(self, info: FeatureInfo, base: VectorIndex | None) -> tuple[VectorIndex, int]:
         """Bring the newest usable index up to the catalog: add and remove what differs."""
         if base is None:
             for _, path in self.files(info.name):
@@ -123,7 +102,7 @@ class IndexStore:
             generation = self.catalog.generation(info.name)
             wanted = self.catalog.vector_ids(info.name)
             # the collection's settings choose the kind (auto: by size); rebuild when it changed
-            index = policy.fit(self.catalog, info, index_kind(info), index, wanted)
+            index = policy.fit(self.catalog, info, index, wanted)
             present = index.ids()
             stale = np.setdiff1d(present, wanted)
             missing = np.setdiff1d(wanted, present)
@@ -170,8 +149,8 @@ class IndexStore:
         return sum(path.stat().st_size for _, path in self.files(name) if path.is_file())
 
     def expanded(self) -> ExpandedIndex:
-        """The deep search with re-ranking (:mod:`lookalike.index.expanded`) over the stored deep
-        vectors and the collection's tuning, kept while both stay the same."""
+        """The deep search with re-ranking (:mod:`lookalike.index.centred_search`) over the
+        stored deep vectors and the collection's tuning, kept while both stay the same."""
         tuning = projection_file(self.catalog, self.folder)
         stamp = tuning.stat().st_mtime_ns if tuning is not None and tuning.is_file() else 0
         key = (self.catalog.generation(DEEP.name), str(tuning), stamp)
@@ -181,7 +160,7 @@ class IndexStore:
             self._expanded = (key, ExpandedIndex(ids, vectors, projection))
         return self._expanded[1]
 
-    def read(self, path: Path, info: FeatureInfo) -> object | None:
+    def read(self, path: Path, info: FeatureInfo) -> VectorIndex | None:
         """The index of ``info`` saved in ``path``, or None when it is missing or damaged."""
         return self._read(path, info)
 

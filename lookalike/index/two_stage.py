@@ -1,21 +1,26 @@
-"""Two-stage search: a Hamming shortlist from binary codes, re-ranked exactly by inner product.
+"""Two-stage search: a shortlist from one index, re-ranked exactly by another feature's vectors.
 
-``vectors_of(ids) -> float32 [n, D]`` supplies the float vectors of shortlisted ids. Fetch them
-vectorised: :class:`VectorTable` (a numpy matrix plus an id -> row map) is the fastest;
-:func:`flat_vectors_of` reads them from a faiss ``IndexIDMap2`` (e.g. the exact ``FlatIndex``)
-with one ``reconstruct_batch`` call.
+:func:`rerank` is the second stage as ``lookalike search --rerank FEATURE`` runs it (any
+metric, row by row, after the first feature's index and filters chose the candidates);
+:func:`two_stage_search` is the pair for unit vectors and their binary codes: a Hamming
+shortlist re-ranked by inner product, many queries at a time.
+
+``vectors_of(ids) -> [n, D]`` supplies the vectors of shortlisted ids: an index's own
+``vectors_of`` (:class:`lookalike.index.base.KeepsVectors`), the catalog, or, vectorised,
+:class:`VectorTable` (a numpy matrix plus an id -> row map, the fastest) or
+:func:`flat_vectors_of` (a faiss ``IndexIDMap2``, e.g. the exact ``FlatIndex``, with one
+``reconstruct_batch`` call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import faiss
 import numpy as np
 
+from lookalike.features.metrics import scores as metric_scores
+from lookalike.index.base import VectorsOf
 from lookalike.index.binary import BinaryIndex
-
-VectorsOf = Callable[[np.ndarray], np.ndarray]
+from lookalike.index.flat import FlatIndex
 
 #: Score of a missing result slot (id -1), as faiss reports for inner-product search.
 MISSING_SCORE = np.float32(-np.finfo(np.float32).max)
@@ -62,9 +67,11 @@ class VectorTable:
         return self.vectors[self.rows(ids)]
 
 
-def flat_vectors_of(index: faiss.Index) -> VectorsOf:
+def flat_vectors_of(index: faiss.Index | FlatIndex) -> VectorsOf:
     """``vectors_of`` reading from a faiss ``IndexIDMap2`` (or a ``FlatIndex``) by id."""
-    inner = getattr(index, "_index", index)
+    if not isinstance(index, faiss.Index):
+        return index.vectors_of  # the same reconstruct_batch of its IndexIDMap2
+    inner = index
 
     def vectors_of(ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
@@ -73,6 +80,24 @@ def flat_vectors_of(index: faiss.Index) -> VectorsOf:
         return inner.reconstruct_batch(ids)
 
     return vectors_of
+
+
+def rerank(
+    queries: np.ndarray, candidates: np.ndarray, vectors_of: VectorsOf, metric: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(score, distance, ids)`` ``[Q, S]``: each row of candidate ids ``[Q, S]`` (-1: none)
+    ordered by ``metric`` between its query and the candidates' vectors, best first; the
+    missing slots move to the end with score -inf, distance inf and id -1."""
+    rows_score, rows_distance, rows_ids = [], [], []
+    for query, row in zip(queries, candidates, strict=True):
+        ids = row[row >= 0]
+        score, distance = metric_scores(metric, query[None], vectors_of(ids))
+        order = np.argsort(-score[0], kind="stable")
+        pad = len(row) - len(ids)
+        rows_score.append(np.pad(score[0][order], (0, pad), constant_values=-np.inf))
+        rows_distance.append(np.pad(distance[0][order], (0, pad), constant_values=np.inf))
+        rows_ids.append(np.pad(ids[order], (0, pad), constant_values=-1))
+    return np.array(rows_score), np.array(rows_distance), np.array(rows_ids)
 
 
 def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike import Match
+from lookalike.catalog import IndexedFile
 from lookalike.errors import LookalikeError, http_status
 from lookalike.images import ImageError
 
@@ -56,6 +57,19 @@ def hit(match: Match) -> dict[str, Any]:
         "width": found["width"],
         "height": found["height"],
         "metadata": dict(found["metadata"]),
+    }
+
+
+def image_json(found: IndexedFile) -> dict[str, Any]:
+    """One indexed file as the API shows it: no hash, its mtime in seconds."""
+    return {
+        "id": found.id,
+        "path": found.path,
+        "size": found.size,
+        "mtime": found.mtime_ns / 1e9,
+        "content_id": found.content_id,
+        "width": found.width,
+        "height": found.height,
     }
 
 

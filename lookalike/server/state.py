@@ -9,7 +9,6 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from PIL import Image
 
 import lookalike
 from lookalike import Collection
+from lookalike.catalog import IndexedFile
 from lookalike.collection import MIN_SIDE
 from lookalike.errors import NotFound
 from lookalike.filters import load_json
@@ -38,37 +38,12 @@ OUTSIDE_ROOTS = (
 )
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """One indexed file as the server shows it."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_id: int
-    width: int
-    height: int
-    sha256: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "path": self.path,
-            "size": self.size,
-            "mtime": self.mtime_ns / 1e9,
-            "content_id": self.content_id,
-            "width": self.width,
-            "height": self.height,
-        }
-
-
-def file_record(col: Collection, file_id: int) -> FileRecord:
+def file_record(col: Collection, file_id: int) -> IndexedFile:
     """The indexed file ``file_id`` of ``col``; raises NotFound."""
-    row = col.catalog.file_with_content(file_id)
-    if row is None:
+    found = col.catalog.file_with_content(file_id)
+    if found is None:
         raise NotFound(f"no image with id {file_id}")
-    return FileRecord(*row)
+    return found
 
 
 class Server:
@@ -81,7 +56,7 @@ class Server:
         self.readers = ReaderPool(config.db, config.readers, config.threads)
         self.writer = Writer(config.db, workers=config.workers)
         self.thumbs = Thumbnails(config.thumb_dir, config.max_pixels)
-        self._records: OrderedDict[int, FileRecord] = OrderedDict()
+        self._records: OrderedDict[int, IndexedFile] = OrderedDict()
         self._records_lock = threading.Lock()
 
     def close(self) -> None:
@@ -95,7 +70,7 @@ class Server:
         except Exception as exc:  # noqa: BLE001 - mapped to a status, or re-raised (500)
             raise_for(exc)
 
-    async def record(self, file_id: int) -> FileRecord:
+    async def record(self, file_id: int) -> IndexedFile:
         """The record of the indexed file ``file_id`` (cached until the next write)."""
         with self._records_lock:
             rec = self._records.get(file_id)

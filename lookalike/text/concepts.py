@@ -17,7 +17,6 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -111,14 +110,6 @@ class Concepts:
 
     def __len__(self) -> int:
         return len(self.concepts)
-
-    @cached_property
-    def membership(self) -> np.ndarray:
-        """``bool [concepts, 1000]``: which classes each concept covers."""
-        out = np.zeros((len(self.concepts), NUM_CLASSES), dtype=bool)
-        for c in self.concepts:
-            out[c.index, c.classes] = True
-        return out
 
     def by_wnid(self, wnid: str) -> Concept:
         for c in self.concepts:

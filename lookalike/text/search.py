@@ -111,7 +111,7 @@ class TextSearcher:
             )
         query = default_text_model().interpret(text)
         warnings = list(query.warnings)
-        index = self.store.get(CLASSES)
+        index = self.store.class_index()
         ids = index.ids()
         files = None
         if where is not None or folder is not None:
@@ -202,7 +202,7 @@ class TextSearcher:
         candidates = candidates[np.isin(candidates, ids)]
         if not len(candidates):
             return np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
-        deep = self.store.get(DEEP).vectors_of(candidates)
+        deep = self.store.vectors_of(DEEP)(candidates)
         cosine = deep @ vector[0]
         order = np.argsort(ids)
         text = text_scores[order[np.searchsorted(ids, candidates, sorter=order)]]

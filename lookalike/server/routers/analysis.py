@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from lookalike import Collection
-from lookalike.check import check_copy
+from lookalike.copies.check import check_copy
 from lookalike.dups import find_duplicates
 from lookalike.server.queries import query_bytes
 from lookalike.server.replies import hit, plain

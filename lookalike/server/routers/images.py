@@ -19,7 +19,7 @@ from lookalike.catalog import normal_path, path_inside
 from lookalike.filters import load_json
 from lookalike.metadata import normalize_records
 from lookalike.server.adding import add_work, drop_upload, metadata_inside, save_uploads
-from lookalike.server.replies import parse_id, plain
+from lookalike.server.replies import image_json, parse_id, plain
 from lookalike.server.schemas import MAX_PATHS, Deleted, ImageInfo, JobInfo, PathsRequest, Wait
 from lookalike.server.state import AUTH, OUTSIDE_ROOTS, Server, ServerDep, file_record
 from lookalike.server.thumbnails import THUMB_SIZES, VIEW_MAX
@@ -66,7 +66,7 @@ async def image_info(server: ServerDep, image_id: str) -> dict:
 
     def work(col: Collection) -> dict[str, Any]:
         rec = file_record(col, file_id)
-        return rec.as_dict() | {"metadata": col.metadata([file_id]).get(file_id, {})}
+        return image_json(rec) | {"metadata": col.metadata([file_id]).get(file_id, {})}
 
     out = await server.read(work)
     out["thumbnail"] = f"/api/images/{file_id}/thumbnail"

@@ -3,13 +3,13 @@
 Two stages. Recall: the deep descriptor of the whole query, of its mirror image and of a grid
 of regional crops (so a picture pasted into a larger canvas, or a small crop of one, still finds
 its source) are searched in the collection and the candidates pooled by content. Precision: the
-few best candidates are verified geometrically (:mod:`lookalike.verify`, SIFT + RANSAC); a copy
-keeps dozens of inliers, a different photo only a handful.
+few best candidates are verified geometrically (:mod:`lookalike.copies.geometry`, SIFT +
+RANSAC); a copy keeps dozens of inliers, a different photo only a handful.
 
 Example::
 
     import lookalike
-    from lookalike.check import check_copy
+    from lookalike.copies.check import check_copy
     col = lookalike.open("~/my-index")
     result = check_copy(col, "suspect.jpg")
     print(result.verdict, result.score, result.match and result.match.path)
@@ -25,20 +25,14 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageOps
 
 from lookalike.collection import Collection
+from lookalike.copies.geometry import candidate_features, query_features, verify_features
 from lookalike.features.models import MIN_SIDE
 from lookalike.features.registry import DEEP
 from lookalike.images import ImageError, QueryImage, decode_query, load_image
 from lookalike.search import Match
-from lookalike.verify import candidate_features, query_features, verify_features
 
-# --- calibration: bench/check_calibration.py on mfood7 (500 photos indexed, seed 0; 20 indexed
-# originals and 20 originals NOT indexed, each under the 9 STANDARD transforms + pasted into a
-# canvas, text overlay and a 40 % crop = 480 queries; 32 "outside" queries whose original has an
-# indexed unlisted re-save count as copies: 272 copies, 208 non-copies). Non-copies: at most 5
-# inliers, best cosine at most 0.82; true copies: median 144 inliers. Threshold 5: 8 false
-# positives (precision 0.97); 6: precision 1.0, recall 264/272 = 0.971; 12: precision 1.0,
-# recall 263/272 = 0.967 (misses: mostly the heavy text overlay, 13/20 found). We take 12, twice
-# the worst non-copy, as margin for a 208-query negative set. ~0.16 s per check (2 CPUs).
+#: RANSAC inliers that make a copy: twice the worst non-copy in the calibration (bench/README.md,
+#: "Copy check calibration").
 MIN_INLIERS = 12
 #: best cosine at which a candidate counts as a copy without geometric evidence (near-identical;
 #: no non-copy came above 0.82 in the calibration)

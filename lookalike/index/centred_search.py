@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.features.pooling import l2_normalize
-from lookalike.index.expansion import augment_database, expand_queries
+from lookalike.index.query_expansion import augment_database, expand_queries
 
 
 class ExpandedIndex:

@@ -1,0 +1,1 @@
+"""Copy detection: the copy check (``check``) and its geometric verification (``geometry``)."""
