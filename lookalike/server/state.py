@@ -104,12 +104,11 @@ class Server:
         if "\0" in path:
             raise HTTPException(400, "a path cannot contain a NUL character")
         real = Path(os.path.realpath(Path(path).expanduser()))
-        for root in self.config.allow_roots:
-            if real == root or real.is_relative_to(root):
-                if not real.exists():
-                    raise HTTPException(404, f"no such file or folder: {path}")
-                return real
-        raise HTTPException(403, f"{path} is outside the allowed roots")
+        if not self.inside_roots(str(real)):
+            raise HTTPException(403, f"{path} is outside the allowed roots")
+        if not real.exists():
+            raise HTTPException(404, f"no such file or folder: {path}")
+        return real
 
     def _guarded(self) -> tuple[list[str], list[str]]:
         """Folders whose files must really lie inside them: (as written, real), with ``/``."""
@@ -179,15 +178,19 @@ def filters(where: str | None, folder: str | None) -> dict[str, Any]:
 
 def _parse_where(where: str) -> str | dict:
     text = where.strip()
-    if text.startswith("{"):
-        try:
-            value = load_json(text)  # deep nesting: 400, not RecursionError
-        except json.JSONDecodeError as exc:
-            raise HTTPException(400, f"where: invalid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise HTTPException(400, "where: expected a JSON object")
-        return value
-    return text
+    return json_object(text, "where") if text.startswith("{") else text
+
+
+def json_object(text: str, field: str) -> dict:
+    """The JSON object in the request field ``field`` (400 naming the field when the text is
+    not JSON, is nested too deep, or holds anything but an object)."""
+    try:
+        value = load_json(text)  # deep nesting: 400, not RecursionError
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"{field}: invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise HTTPException(400, f"{field}: expected a JSON object")
+    return value
 
 
 def server_of(request: Request) -> Server:

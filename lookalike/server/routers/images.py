@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import time
@@ -16,12 +15,18 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike import Collection
 from lookalike.catalog import normal_path, path_inside
-from lookalike.filters import load_json
 from lookalike.metadata import normalize_records
 from lookalike.server.adding import add_work, drop_upload, metadata_inside, save_uploads
 from lookalike.server.replies import image_json, parse_id, plain
 from lookalike.server.schemas import MAX_PATHS, Deleted, ImageInfo, JobInfo, PathsRequest, Wait
-from lookalike.server.state import AUTH, OUTSIDE_ROOTS, Server, ServerDep, file_record
+from lookalike.server.state import (
+    AUTH,
+    OUTSIDE_ROOTS,
+    Server,
+    ServerDep,
+    file_record,
+    json_object,
+)
 from lookalike.server.thumbnails import THUMB_SIZES, VIEW_MAX
 from lookalike.server.workers import Job
 
@@ -123,12 +128,7 @@ def shared_metadata(text: object) -> dict:
     """The metadata of an upload's every file: a JSON object (400 if it is not one)."""
     if not isinstance(text, str):
         raise HTTPException(400, "metadata: expected a JSON object as text, not a file")
-    try:
-        shared = load_json(text)  # deep nesting: 400, not RecursionError
-    except json.JSONDecodeError as exc:
-        raise HTTPException(400, f"metadata: invalid JSON: {exc}") from None
-    if not isinstance(shared, dict):
-        raise HTTPException(400, "metadata: expected a JSON object")
+    shared = json_object(text, "metadata")
     try:
         normalize_records([{**shared, "path": "/check"}])
     except ValueError as exc:
